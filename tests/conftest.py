@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny, fast settings for real runs on the real Fashion-MNIST data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "search" / "quickstart.yaml"
+
+# A search small enough for a test: 2 epochs (1 warm-up + 1 search) of 3 steps on 512 examples.
+TINY_ARGS = [
+    "--trainer.max_epochs", "2",
+    "--trainer.limit_train_batches", "3",
+    "--trainer.limit_val_batches", "1",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.log_every_n_steps", "1",
+    "--data.init_args.max_train_examples", "512",
+    "--data.init_args.batch_size", "16",
+    "--model.init_args.space.init_args.channels", "4",
+    "--model.init_args.space.init_args.layers", "3",
+]  # fmt: skip
+
+
+def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
+    """``fit --config quickstart.yaml`` with tiny settings, writing into ``tmp_path``."""
+    return [
+        "fit", "--config", str(QUICKSTART), *TINY_ARGS,
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        *extra,
+    ]  # fmt: skip
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for a child ``unas-cli``: the tests folder importable (user estimator modules)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def unas_cli() -> list[str]:
+    return [sys.executable, "-m", "unas_lightning.cli"]
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_available() -> None:
+    from unas_lightning.data import FASHION_MNIST_DEBIAN
+
+    if not Path(FASHION_MNIST_DEBIAN, "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: run `apt-get install dataset-fashion-mnist` (scripts/setup.sh does).")

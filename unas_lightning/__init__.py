@@ -1,0 +1,20 @@
+"""unas_lightning: UNAS (Vahdat et al., CVPR 2020) neural architecture search on PyTorch Lightning."""
+
+from unas_lightning.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    VisionDataModule,
+)
+from unas_lightning.search import SearchModule
+
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "FashionMNISTDataModule",
+    "MNISTDataModule",
+    "SearchModule",
+    "VisionDataModule",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""``unas-cli``: LightningCLI with the model and the data chosen by ``class_path`` in YAML."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from unas_lightning.data import MissingDatasetError
+
+
+class UnasCLI(LightningCLI):
+    """``unas-cli fit|validate|test --config configs/...yaml``.
+
+    * ``--model`` is any LightningModule (``SearchModule`` for search, later ``RetrainModule``) and
+      ``--data`` any LightningDataModule, both given by ``class_path``; the estimator and the search
+      space inside the model are chosen the same way (``--model.estimator.class_path ...``).
+    * ``seed_everything`` in the config seeds Python, NumPy and torch on every rank.
+    * ``--trainer.strategy ddp`` is mapped to ``ddp_find_unused_parameters_true``: a search step
+      runs only the sampled operations, so most supernet weights are unused in any one step.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(*args, **kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is not None and trainer.get("strategy") in ("ddp", "ddp_spawn"):
+            trainer["strategy"] = f"{trainer['strategy']}_find_unused_parameters_true"
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``unas-cli``; user errors exit with status 2 and a one-line message."""
+    try:
+        UnasCLI(args=args)
+    except (MissingDatasetError, ValueError) as err:
+        print(f"unas-cli: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The estimator contract (DESIGN Contract 2).
+
+An estimator turns the architecture logits phi and a loss function L(z) into a surrogate scalar whose
+``backward()`` leaves in ``phi.grad`` one Monte-Carlo estimate of d/dphi E_{p_phi(z)}[L(z)].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from unas_lightning.distributions import Arch
+
+LossFn = Callable[[Arch], Tensor]
+
+
+@dataclass
+class EstimatorOutput:
+    """What ``Estimator.surrogate`` returns.
+
+    Attributes:
+        loss: scalar surrogate; ``loss.backward()`` accumulates the gradient estimate into phi.
+        arch: the sampled discrete architecture (one-hot rows). Relaxation-only estimators
+            (``Softmax``, ``GumbelSoftmax``) report the argmax of their relaxed sample.
+        value: the detached loss the estimator observed: L(z) at ``arch`` for the unbiased
+            estimators, the relaxed loss for the relaxation-only ones.
+    """
+
+    loss: Tensor
+    arch: Arch
+    value: Tensor
+
+
+class Estimator(nn.Module):
+    """Base class of the gradient estimators of d/dphi E_{p_phi(z)}[L(z)] (paper Sec. 3.1).
+
+    Subclasses implement :meth:`surrogate`. ``loss_fn(arch)`` takes a mapping with the same keys and
+    shapes as ``logits`` (one-hot or relaxed rows) and returns a scalar. An estimator that learns
+    (a baseline, a temperature, a surrogate) updates that state inside ``surrogate`` and keeps it in
+    buffers or parameters of its own, so it is saved in checkpoints with the search module.
+
+    Every estimator can be built with no arguments. Select one in a config with
+    ``class_path: unas_lightning.estimators.Rebar`` or ``class_path: mypkg.MyEstimator``.
+
+    Examples:
+        A straight-through Gumbel estimator in a user's own package::
+
+            from unas_lightning.estimators import Estimator, EstimatorOutput
+            from unas_lightning.distributions import ArchDistribution
+
+            class StraightThrough(Estimator):
+                def surrogate(self, logits, loss_fn):
+                    s = ArchDistribution(logits).rsample(temperature=1.0)
+                    hard = {k: s.z[k] - s.zeta[k].detach() + s.zeta[k] for k in s.z}
+                    loss = loss_fn(hard)
+                    return EstimatorOutput(loss=loss, arch=s.z, value=loss.detach())
+    """
+
+    #: True when the estimator only evaluates ``loss_fn`` at one-hot inputs and never
+    #: differentiates it, so ``loss_fn`` may be a table lookup or a measured latency.
+    needs_differentiable_loss: bool = True
+
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
+
+    def hparams(self) -> dict[str, float]:
+        """The estimator's settings, for logging and ``repr``."""
+        return {}
+
+
+def as_scalar(loss: Tensor) -> Tensor:
+    """Check that ``loss_fn`` returned a scalar tensor, with a message that says what to fix."""
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn(arch) must return a scalar tensor, got {shape}; reduce it with .mean().")
+    return loss.reshape(())
+
+
+__all__ = ["Estimator", "EstimatorOutput", "LossFn", "as_scalar"]

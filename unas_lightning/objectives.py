@@ -1,0 +1,42 @@
+"""Search objectives of paper Sec. 3.2: L_train, L_val (Eq. 6) and L_gen (Eq. 8).
+
+L_gen(z, w) = L_train(z, w) + lambda |L_val(z, w) - L_train(z, w)| penalises the generalization gap of
+an architecture: both losses are computed with the same architecture z (one-hot or relaxed) on one
+search-train and one search-val batch. The paper uses lambda = 0.5.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+Objective = Literal["train", "val", "gen"]
+OBJECTIVES: tuple[str, ...] = ("train", "val", "gen")
+
+
+def generalization_loss(l_train: Tensor, l_val: Tensor, lam: float = 0.5) -> Tensor:
+    """L_gen = L_train + lam * |L_val - L_train| (Eq. 8)."""
+    return l_train + lam * (l_val - l_train).abs()
+
+
+def check_objective(objective: str, lam: float) -> None:
+    """Stop early on an unknown objective name or a negative lambda."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}.")
+    if not lam >= 0:
+        raise ValueError(f"gen_lambda must be >= 0, got {lam}; the paper uses 0.5.")
+
+
+def uses_batches(objective: str) -> tuple[bool, bool]:
+    """(needs the search-train batch, needs the search-val batch) for an objective."""
+    return objective in ("train", "gen"), objective in ("val", "gen")
+
+
+def combine(objective: str, l_train: Tensor | None, l_val: Tensor | None, lam: float) -> Tensor:
+    """The objective's value from the per-batch cross-entropies it needs."""
+    if objective == "train":
+        return l_train
+    if objective == "val":
+        return l_val
+    return generalization_loss(l_train, l_val, lam)

@@ -1,0 +1,276 @@
+"""SearchModule: the UNAS search loop (paper Sec. 3.2) as a LightningModule."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+from torch import Tensor
+from torch.func import functional_call
+from torchmetrics.classification import MulticlassAccuracy
+
+from unas_lightning import objectives
+from unas_lightning.distributions import Arch, check_temperature, detach
+from unas_lightning.estimators import Estimator, Rebar
+from unas_lightning.spaces.base import SearchSpace
+
+GENOTYPE_FILE = "genotype.json"
+HISTORY_FILE = "genotypes.jsonl"
+
+
+class SearchModule(L.LightningModule):
+    """UNAS architecture search: alternating manual steps on phi (Eq. 6/8) and w (Eq. 7).
+
+    Each training step takes one search-train and one search-val batch (``{"train": .., "val": ..}``):
+
+    1. phi-step: the estimator computes d/dphi E_{p_phi(z)}[L(z)] with L the configured objective
+       (``"gen"``: L_gen of Eq. 8, ``"train"`` or ``"val"``: Eq. 6) evaluated on both batches with the
+       *same* architecture; the supernet weights are held constant in this step (only phi gets
+       gradients), then the phi optimizer steps.
+    2. w-step: the training loss of a fresh architecture sample (Eq. 7), either the one-hot z, which
+       runs only the chosen operations, or its relaxation zeta as in the official UNAS code; gradient
+       clipping, then the w optimizer steps.
+
+    The first ``warmup_epochs`` epochs run the w-step only. The most probable genotype is written to
+    ``genotype.json`` in the run directory after every epoch and at the end of fit.
+
+    Under DDP each rank draws its own architecture sample on its own data shard and DDP averages the
+    per-rank estimates, which is again an unbiased estimate (with ``world_size`` samples); phi stays
+    identical on every rank because its gradient is all-reduced before every step.
+
+    Args:
+        space: the search space (supernet and logits phi), e.g. ``DartsSpace``.
+        estimator: gradient estimator for phi (default ``Rebar()``).
+        objective: ``"gen"`` (L_gen, Eq. 8), ``"train"`` or ``"val"`` (Eq. 6).
+        gen_lambda: lambda of L_gen (paper: 0.5).
+        warmup_epochs: epochs that train w only.
+        w_step_arch: ``"discrete"`` (one-hot z) or ``"relaxed"`` (Gumbel-softmax zeta) for the w-step.
+        w_step_temperature: temperature of zeta when ``w_step_arch="relaxed"``.
+        w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
+        phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
+        w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
+        phi_scheduler: LR scheduler factory for phi (default none).
+        w_grad_clip: max gradient norm of the w-step (None disables clipping).
+
+    Examples:
+        >>> from unas_lightning.spaces import DartsSpace
+        >>> from unas_lightning.estimators import Reinforce
+        >>> module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce(), objective="val")
+        >>> module.estimator
+        Reinforce(baseline_decay=0.9, use_baseline=True)
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        estimator: Estimator | None = None,
+        objective: Literal["train", "val", "gen"] = "gen",
+        gen_lambda: float = 0.5,
+        warmup_epochs: int = 0,
+        w_step_arch: Literal["discrete", "relaxed"] = "discrete",
+        w_step_temperature: float = 1.0,
+        w_optimizer: OptimizerCallable | None = None,
+        phi_optimizer: OptimizerCallable | None = None,
+        w_scheduler: LRSchedulerCallable | None = None,
+        phi_scheduler: LRSchedulerCallable | None = None,
+        w_grad_clip: float | None = 5.0,
+    ):
+        super().__init__()
+        objectives.check_objective(objective, gen_lambda)
+        if w_step_arch not in ("discrete", "relaxed"):
+            raise ValueError(f"w_step_arch must be 'discrete' or 'relaxed', got {w_step_arch!r}.")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if w_grad_clip is not None and not w_grad_clip > 0:
+            raise ValueError(f"w_grad_clip must be > 0 or null, got {w_grad_clip}.")
+        self.automatic_optimization = False
+        self.space = space
+        self.estimator = estimator if estimator is not None else Rebar()
+        if not isinstance(self.estimator, Estimator):
+            raise TypeError(
+                f"estimator must be an unas_lightning.estimators.Estimator, got {type(estimator).__name__}."
+            )
+        self.objective = objective
+        self.gen_lambda = float(gen_lambda)
+        self.warmup_epochs = warmup_epochs
+        self.w_step_arch = w_step_arch
+        self.w_step_temperature = check_temperature(w_step_temperature)
+        self.w_optimizer = w_optimizer
+        self.phi_optimizer = phi_optimizer
+        self.w_scheduler = w_scheduler
+        self.phi_scheduler = phi_scheduler
+        self.w_grad_clip = w_grad_clip
+        self.save_hyperparameters(
+            ignore=["space", "estimator", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
+        )
+        self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
+            raise ValueError(
+                "the search runs only the sampled operations, so DDP must allow unused parameters: use "
+                "--trainer.strategy ddp_find_unused_parameters_true (unas-cli maps 'ddp' to it for you)."
+            )
+        dm = getattr(self.trainer, "datamodule", None)
+        for attr in ("num_classes", "in_channels"):
+            want, have = getattr(dm, attr, None), getattr(self.space, attr, None)
+            if want is not None and have is not None and want != have:
+                raise ValueError(
+                    f"the data has {attr}={want} but the search space was built with {attr}={have}; "
+                    f"set --model.init_args.space.init_args.{attr} {want}."
+                )
+
+    def configure_optimizers(self):
+        w_params = list(self.space.weight_parameters())
+        phi = list(self.space.arch_parameters())
+        opt_w = self.w_optimizer(w_params) if self.w_optimizer else torch.optim.Adam(w_params, lr=3e-4)
+        opt_phi = self.phi_optimizer(phi) if self.phi_optimizer else torch.optim.Adam(phi, lr=1e-3)
+        schedulers = []
+        if self.w_scheduler is not None:
+            schedulers.append(self.w_scheduler(opt_w))
+        else:
+            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt_w, T_max=t_max))
+        if self.phi_scheduler is not None:
+            schedulers.append(self.phi_scheduler(opt_phi))
+        return [opt_w, opt_phi], schedulers
+
+    # -- the two steps -------------------------------------------------------------------------
+    @property
+    def searching(self) -> bool:
+        """True once the warm-up epochs are over and phi is updated."""
+        return self.current_epoch >= self.warmup_epochs
+
+    def _frozen_weights(self) -> dict[str, Tensor]:
+        return {n: p.detach() for n, p in self.space.named_parameters() if not n.startswith("arch.")}
+
+    def objective_fn(self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict):
+        """The search objective L(arch) on this step's batches, with w held constant.
+
+        Each call stores its parts (L_train, L_val, objective) in ``record[id(arch)]``.
+        """
+        use_train, use_val = objectives.uses_batches(self.objective)
+        weights = self._frozen_weights()
+
+        def loss_fn(arch: Arch) -> Tensor:
+            parts = {}
+            l_train = l_val = None
+            if use_train:
+                x, y = batch["train"]
+                l_train = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y)
+                parts["L_train"] = l_train.detach()
+            if use_val:
+                x, y = batch["val"]
+                l_val = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y)
+                parts["L_val"] = l_val.detach()
+            value = objectives.combine(self.objective, l_train, l_val, self.gen_lambda)
+            parts[f"L_{self.objective}"] = value.detach()
+            record[id(arch)] = parts
+            return value
+
+        return loss_fn
+
+    def phi_step(self, batch) -> dict[str, Tensor]:
+        opt_phi = self.optimizers()[1]
+        record: dict[int, dict[str, Tensor]] = {}
+        out = self.estimator.surrogate(dict(self.space.arch), self.objective_fn(batch, record))
+        parts = record.get(id(out.arch)) or next(reversed(record.values()))
+        if not torch.isfinite(out.loss.detach()):
+            warnings.warn(f"non-finite estimator loss at step {self.global_step}; phi-step skipped.", stacklevel=2)
+            return parts
+        opt_phi.zero_grad(set_to_none=True)
+        self.manual_backward(out.loss)
+        opt_phi.step()
+        return parts
+
+    def sample_w_step_arch(self) -> Arch:
+        """An architecture for Eq. 7: one-hot z ~ p_phi, or its relaxation zeta (detached)."""
+        with torch.no_grad():
+            s = self.space.distribution().rsample(self.w_step_temperature)
+        return s.z if self.w_step_arch == "discrete" else detach(s.zeta)
+
+    def w_step(self, batch) -> Tensor:
+        opt_w = self.optimizers()[0]
+        x, y = batch["train"]
+        logits = self.space(x, self.sample_w_step_arch())
+        loss = F.cross_entropy(logits, y)
+        opt_w.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.w_grad_clip is not None:
+            self.clip_gradients(opt_w, gradient_clip_val=self.w_grad_clip, gradient_clip_algorithm="norm")
+        opt_w.step()
+        self.train_acc(logits.detach(), y)
+        return loss.detach()
+
+    def training_step(self, batch, batch_idx):
+        if not isinstance(batch, Mapping) or not {"train", "val"} <= set(batch):
+            raise ValueError(
+                "SearchModule needs {'train': batch, 'val': batch} each step: use a data module with split='search'."
+            )
+        batch_size = batch["train"][0].shape[0]
+        logs = {}
+        if self.searching:
+            logs.update({f"search/{k}": v for k, v in self.phi_step(batch).items()})
+        logs["search/w_loss"] = self.w_step(batch)
+        self.log_dict(logs, prog_bar=True, batch_size=batch_size)
+        self.log("search/train_acc", self.train_acc, prog_bar=True, batch_size=batch_size)
+        with torch.no_grad():
+            self.log("arch/entropy", self.space.distribution().entropy(), batch_size=batch_size)
+
+    def validation_step(self, batch, batch_idx):
+        """Accuracy of the current most probable architecture on search-val data."""
+        x, y = batch
+        logits = self.space(x, self.space.distribution().mode())
+        self.val_acc(logits, y)
+        self.log("val/loss_mode", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True)
+        self.log("val/acc_mode", self.val_acc, prog_bar=True, batch_size=x.shape[0])
+
+    # -- epoch ends and outputs ----------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        for sch in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            sch.step()
+        self.export_genotype(history=True)
+
+    def on_fit_end(self) -> None:
+        self.export_genotype(history=False)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where genotypes go: the logger's directory, else the trainer's root directory.
+
+        ``Trainer.log_dir`` broadcasts from rank 0, so every rank must read this property.
+        """
+        trainer = self.trainer
+        return Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
+
+    def export_genotype(self, history: bool = False) -> Path | None:
+        """Write the most probable genotype to ``genotype.json`` (rank 0 only) and log it.
+
+        With ``history`` it is also appended to ``genotypes.jsonl`` and logged to TensorBoard.
+        """
+        genotype = self.space.genotype()
+        run_dir = self.run_dir  # a collective call under DDP: every rank must reach it
+        if not self.trainer.is_global_zero:
+            return None
+        path = genotype.save(run_dir / GENOTYPE_FILE)
+        if not history:
+            return path
+        entry = {"epoch": self.current_epoch, "step": self.global_step, "genotype": genotype.to_dict()}
+        with open(run_dir / HISTORY_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_text("genotype", f"```\n{genotype.to_json()}\n```", self.global_step)
+        return path

@@ -1,0 +1,7 @@
+"""Search spaces: supernets with their architecture logits, genotypes and derived networks."""
+
+from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.spaces.darts import DartsSpace
+from unas_lightning.spaces.darts_genotype import DartsGenotype, Node
+
+__all__ = ["DartsGenotype", "DartsSpace", "Node", "SearchSpace"]
