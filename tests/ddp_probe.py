@@ -1,0 +1,23 @@
+"""A test-only callback that writes each rank's phi and genotype after every epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class DumpPhiPerRank(Callback):
+    """Saves ``phi_rank{r}_epoch{e}.pt`` and ``genotype_rank{r}.json`` into ``out_dir``."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        r, e = trainer.global_rank, trainer.current_epoch
+        phi = {k: v.detach().cpu().clone() for k, v in pl_module.space.arch.items()}
+        torch.save(phi, self.out_dir / f"phi_rank{r}_epoch{e}.pt")
+        (self.out_dir / f"genotype_rank{r}.json").write_text(json.dumps(pl_module.space.genotype().to_dict()))

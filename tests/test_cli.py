@@ -1,0 +1,114 @@
+"""End-to-end runs of ``unas-cli`` on the real Fashion-MNIST data (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+from conftest import ROOT, subprocess_env, tiny_args, unas_cli
+
+from unas_lightning.cli import main
+from unas_lightning.spaces import DartsGenotype, DartsSpace
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available")]
+
+
+def _genotype_in(tmp_path):
+    found = sorted(tmp_path.rglob("genotype.json"))
+    assert found, f"no genotype.json under {tmp_path}"
+    genotype = DartsGenotype.load(found[-1])
+    DartsSpace(channels=4, layers=3).arch_of(genotype)  # fits the space
+    return genotype
+
+
+def test_quickstart_config_runs_as_a_subprocess(tmp_path):
+    proc = subprocess.run(
+        [*unas_cli(), *tiny_args(tmp_path)], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _genotype_in(tmp_path)
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any(k.startswith("space.arch.") for k in state)
+
+
+@pytest.mark.parametrize(
+    "class_path",
+    [
+        "unas_lightning.estimators.Softmax",
+        "unas_lightning.estimators.GumbelSoftmax",
+        "unas_lightning.estimators.Reinforce",
+        "unas_lightning.estimators.Rebar",
+        "custom_estimators.StraightThroughGumbel",  # a user's class, outside the package
+    ],
+)
+def test_estimator_chosen_on_the_command_line(tmp_path, class_path):
+    main(tiny_args(tmp_path, "--model.estimator.class_path", class_path))
+    config = next(tmp_path.rglob("config.yaml")).read_text()
+    assert class_path in config
+    _genotype_in(tmp_path)
+
+
+def test_print_config_lists_the_estimator_and_space(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(ROOT / "configs/search/quickstart.yaml"), "--print_config"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "unas_lightning.estimators.Rebar" in out and "unas_lightning.spaces.DartsSpace" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model.init_args.estimator.init_args.temperature", "-1"], "temperature must be a number > 0"),
+        (["--model.init_args.objective", "gen", "--model.init_args.gen_lambda", "-1"], "gen_lambda must be >= 0"),
+        (["--data.init_args.train_portion", "1.5"], "train_portion must lie strictly between 0 and 1"),
+        (["--model.init_args.space.init_args.ops", '["skip_connect", "conv_9x9"]'], "unknown operation"),
+        (
+            ["--data", "unas_lightning.MNISTDataModule", "--data.init_args.root", "/nonexistent"],
+            "MNIST not found in /nonexistent",
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(tmp_path, extra, message):
+    proc = subprocess.run(
+        [*unas_cli(), *tiny_args(tmp_path, *extra)],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr
+    assert not list(tmp_path.rglob("genotype.json"))
+
+
+def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path):
+    probe = json.dumps({"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / "probe")}})
+    args = tiny_args(
+        tmp_path,
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
+        "--trainer.strategy", "ddp",
+        "--trainer.max_epochs", "3",
+        f"--trainer.callbacks+={probe}",
+    )  # fmt: skip
+    proc = subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe_dir = tmp_path / "probe"
+    for epoch in range(3):
+        phi0 = torch.load(probe_dir / f"phi_rank0_epoch{epoch}.pt", weights_only=True)
+        phi1 = torch.load(probe_dir / f"phi_rank1_epoch{epoch}.pt", weights_only=True)
+        assert phi0.keys() == phi1.keys()
+        assert all(torch.equal(phi0[k], phi1[k]) for k in phi0), f"phi differs across ranks after epoch {epoch}"
+    final = torch.load(probe_dir / "phi_rank0_epoch2.pt", weights_only=True)
+    start = {k: torch.zeros_like(v) for k, v in final.items()}
+    assert any(not torch.equal(final[k], start[k]) for k in final), "phi never moved"
+    g0 = json.loads((probe_dir / "genotype_rank0.json").read_text())
+    g1 = json.loads((probe_dir / "genotype_rank1.json").read_text())
+    assert g0 == g1 == _genotype_in(tmp_path).to_dict()

@@ -1,0 +1,104 @@
+"""SearchModule on real Fashion-MNIST batches: the alternating steps, warm-up, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from unas_lightning import FashionMNISTDataModule, SearchModule
+from unas_lightning.estimators import Rebar, Reinforce
+from unas_lightning.objectives import generalization_loss
+from unas_lightning.spaces import DartsGenotype, DartsSpace
+
+
+def tiny_trainer(tmp_path, epochs=2) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+def tiny_data() -> FashionMNISTDataModule:
+    return FashionMNISTDataModule(batch_size=16, max_train_examples=256)
+
+
+def test_generalization_loss_is_eq_8():
+    lt, lv = torch.tensor(1.0), torch.tensor(1.6)
+    assert torch.isclose(generalization_loss(lt, lv, 0.5), torch.tensor(1.3))
+    assert torch.isclose(generalization_loss(lv, lt, 0.5), torch.tensor(1.9))
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+@pytest.mark.parametrize("w_step_arch", ["discrete", "relaxed"])
+def test_warmup_trains_w_only_then_phi_moves(tmp_path, w_step_arch):
+    L.seed_everything(0)
+    space = DartsSpace(channels=4, layers=3)
+    module = SearchModule(space, estimator=Rebar(), warmup_epochs=1, w_step_arch=w_step_arch)
+    phi0 = [p.detach().clone() for p in space.arch_parameters()]
+    w0 = [p.detach().clone() for p in space.weight_parameters()]
+
+    tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
+    assert all(torch.equal(a, b) for a, b in zip(phi0, space.arch_parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(w0, space.weight_parameters(), strict=True))
+
+    tiny_trainer(tmp_path, epochs=2).fit(module, datamodule=tiny_data())
+    assert any(not torch.equal(a, b) for a, b in zip(phi0, space.arch_parameters(), strict=True))
+    genotype = DartsGenotype.load(tmp_path / "genotype.json")
+    assert genotype == space.genotype()
+    history = [json.loads(line) for line in (tmp_path / "genotypes.jsonl").read_text().splitlines()]
+    assert len(history) == 3 and history[-1]["genotype"] == genotype.to_dict()
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_phi_step_uses_the_same_architecture_for_both_batches_and_freezes_w(tmp_path):
+    """The objective's L_train and L_val are evaluated at the same z; the phi-step gives w no gradient."""
+    L.seed_everything(1)
+    space = DartsSpace(channels=4, layers=3)
+    module = SearchModule(space, estimator=Reinforce(), objective="gen")
+    seen = []
+    original = space.forward
+
+    def spy(x, arch):
+        seen.append({k: v.detach().clone() for k, v in arch.items()})
+        return original(x, arch)
+
+    space.forward = spy
+    dm = tiny_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))[0]
+    record = {}
+    loss_fn = module.objective_fn(batch, record)
+    out = module.estimator.surrogate(dict(space.arch), loss_fn)
+    assert len(seen) == 2 and all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+    parts = record[id(out.arch)]
+    assert torch.isclose(parts["L_gen"], generalization_loss(parts["L_train"], parts["L_val"], 0.5))
+    out.loss.backward()
+    assert all(p.grad is None for p in space.weight_parameters())
+    assert all(p.grad is not None for p in space.arch_parameters())
+
+
+def test_bad_module_settings_are_rejected():
+    space = DartsSpace(channels=4, layers=3)
+    with pytest.raises(ValueError, match="unknown objective"):
+        SearchModule(space, objective="test")
+    with pytest.raises(ValueError, match="gen_lambda must be >= 0"):
+        SearchModule(space, gen_lambda=-0.5)
+    with pytest.raises(ValueError, match="w_step_arch"):
+        SearchModule(space, w_step_arch="both")
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_space_that_does_not_fit_the_data_stops_early(tmp_path):
+    module = SearchModule(DartsSpace(in_channels=3, channels=4, layers=3))
+    with pytest.raises(ValueError, match="in_channels=1 but the search space was built with in_channels=3"):
+        tiny_trainer(tmp_path).fit(module, datamodule=tiny_data())
