@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unas_lightning.estimators import Estimator, EstimatorOutput, GumbelSoftmax, Rebar, Reinforce, Softmax
+from unas_lightning.estimators import Estimator, EstimatorOutput, GumbelSoftmax, Rebar, Reinforce, Relax, Softmax
 from unas_lightning.estimators.exact import exact_gradient, sample_gradients, z_scores
+from unas_lightning.estimators.surrogates import LinearSurrogate
 
 SHAPES = {"a": (3,), "b": (2, 4)}
 
@@ -43,7 +44,7 @@ def lookup_table_loss(seed: int = 1):
     return loss_fn
 
 
-ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar]
+ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar, Relax]
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -123,3 +124,41 @@ def test_non_scalar_loss_is_rejected_with_a_hint():
     logits = {"a": torch.zeros(3, requires_grad=True)}
     with pytest.raises(ValueError, match="scalar"):
         Rebar().surrogate(logits, lambda arch: arch["a"] * 2)
+
+
+def _wrong_surrogate():
+    g = LinearSurrogate({k: s for k, s in SHAPES.items()})
+    with torch.no_grad():
+        for w in g.weight.values():
+            w.copy_(-5 * torch.arange(w.numel(), dtype=torch.float32).reshape(w.shape))
+    return g
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Relax(),  # g fitted by regression
+        lambda: Relax(fit="none"),  # zero g
+        lambda: Relax(surrogate=_wrong_surrogate(), fit="none"),  # a deliberately wrong g
+        lambda: Relax(fit="both", self_tuning=True),
+    ],
+    ids=["relax-regression", "relax-zero-g", "relax-wrong-g", "relax-variance-tuned"],
+)
+def test_relax_is_unbiased_on_a_lookup_table_for_any_g(make):
+    torch.manual_seed(13)
+    logits, _ = toy_problem()
+    loss_fn = lookup_table_loss()
+    exact = exact_gradient(logits, loss_fn)
+    z = z_scores(sample_gradients(make(), logits, loss_fn, n=4000), exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+
+
+def test_self_tuning_rebar_stays_unbiased_while_its_temperature_moves():
+    torch.manual_seed(14)
+    logits, loss_fn = toy_problem()
+    est = Rebar(self_tuning=True)
+    exact = exact_gradient(logits, loss_fn)
+    z = z_scores(sample_gradients(est, logits, loss_fn, n=4000), exact)
+    assert abs(float(est.temperature.detach()) - 0.4) > 0.05, "the temperature did not move"
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+    assert "_extra_state" in "".join(est.state_dict())  # the tuning optimizer travels in checkpoints

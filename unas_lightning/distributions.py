@@ -44,8 +44,13 @@ def _exponential(like: Tensor, generator: torch.Generator | None = None) -> Tens
     return e.clamp_min_(_TINY)
 
 
-def check_temperature(temperature: float) -> float:
-    """Return ``temperature`` as a float, or stop with a message if it is not a number > 0."""
+def check_temperature(temperature: float | Tensor) -> float | Tensor:
+    """Return ``temperature`` as a float, or stop with a message if it is not a number > 0.
+
+    A tensor (a learned temperature) is passed through unchecked so that gradients reach it.
+    """
+    if isinstance(temperature, Tensor):
+        return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a number > 0, got {temperature!r}; the paper's REBAR uses 0.4.")
     return float(temperature)
@@ -105,7 +110,7 @@ class ArchDistribution:
         rows = [-(lp.exp() * lp).sum(-1).reshape(-1) for lp in self.log_probs.values()]
         return torch.cat(rows).mean()
 
-    def rsample(self, temperature: float = 1.0, generator: torch.Generator | None = None) -> GumbelSample:
+    def rsample(self, temperature: float | Tensor = 1.0, generator: torch.Generator | None = None) -> GumbelSample:
         """Draw z ~ p_phi together with its Gumbel-softmax relaxation zeta (same noise)."""
         tau = check_temperature(temperature)
         z, zeta, b = {}, {}, {}
@@ -134,7 +139,7 @@ class ArchDistribution:
         return out
 
     def conditional_rsample(
-        self, z: Mapping[str, Tensor], temperature: float = 1.0, generator: torch.Generator | None = None
+        self, z: Mapping[str, Tensor], temperature: float | Tensor = 1.0, generator: torch.Generator | None = None
     ) -> Arch:
         """zeta~ ~ r_phi(zeta | z): the relaxed sample conditioned on the discrete sample z."""
         tau = check_temperature(temperature)

@@ -99,6 +99,7 @@ class SearchModule(L.LightningModule):
             raise TypeError(
                 f"estimator must be an unas_lightning.estimators.Estimator, got {type(estimator).__name__}."
             )
+        self.estimator.prepare(dict(space.arch))
         self.objective = objective
         self.gen_lambda = float(gen_lambda)
         self.warmup_epochs = warmup_epochs

@@ -65,6 +65,13 @@ class Estimator(nn.Module):
     def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         raise NotImplementedError
 
+    def prepare(self, logits: Mapping[str, Tensor]) -> None:
+        """Create state shaped like the architecture before training (called by ``SearchModule``).
+
+        Lazily shaped state (e.g. RELAX's linear surrogate) must exist before optimizers, DDP and
+        checkpoint loading see the module. The default does nothing.
+        """
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 

@@ -1,46 +1,46 @@
-"""REBAR for differentiable losses (paper Eq. 3; Tucker et al. 2017)."""
+"""REBAR for differentiable losses (paper Eq. 3; Tucker et al. 2017), optionally self-tuning."""
 
 from __future__ import annotations
 
-from unas_lightning.distributions import ArchDistribution, check_temperature
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, as_scalar
+from unas_lightning.estimators.control_variate import ControlVariateEstimator
 
 
-class Rebar(Estimator):
+class Rebar(ControlVariateEstimator):
     """Unbiased REINFORCE with the conditional Gumbel-softmax control variate of Eq. 3.
 
     With z ~ p_phi, zeta the Gumbel-softmax relaxation of the same noise and zeta~ ~ r_phi(zeta|z)
     (``ArchDistribution.conditional_rsample``), the single-sample estimate is
 
-        g = [L(z) - eta L(zeta~)] d/dphi log p_phi(z)      (i)   reinforce with c_d(z) = L(zeta~)
-            - eta d/dphi L(zeta~)                           (ii)  correction
-            + eta d/dphi L(zeta)                            (iii) Gumbel-softmax (SNAS) term
+        g = [L(z) - eta L(zeta~) - beta] d/dphi log p_phi(z)   (i)   reinforce with c_d(z) = L(zeta~)
+            - eta d/dphi L(zeta~)                               (ii)  correction
+            + eta d/dphi L(zeta)                                (iii) Gumbel-softmax (SNAS) term
 
-    implemented as the surrogate ``(L(z) - eta L(zeta~)).detach() * log p(z) + eta (L(zeta) - L(zeta~))``.
-    It is unbiased for any eta and temperature because E[(ii)] cancels the dependence of (i) on
-    the control variate and (iii) equals d/dphi E[c_d] (Eq. 4). ``loss_fn`` must be differentiable in
-    relaxed rows. Cost: one discrete and two relaxed evaluations per step.
+    It is unbiased for any eta, beta and temperature: E[(ii)] cancels the dependence of (i) on the
+    control variate and (iii) equals d/dphi E[c_d] (Eq. 4). ``loss_fn`` must be differentiable in
+    relaxed rows. The paper's setting is eta = 1, beta = 0, temperature 0.4 (fixed).
+
+    With ``self_tuning=True`` eta, the log-temperature and beta are trained online by Adam on the
+    estimator's second moment sum(g^2) (the fix of the REBAR and RELAX authors); the estimate stays
+    unbiased while they move. With ``num_samples=k > 1`` each sample's baseline is the leave-one-out
+    mean of the other samples' residuals L(z_j) - eta L(zeta~_j).
+
+    Cost per step: k x (1 discrete + 2 relaxed evaluations of ``loss_fn``); self-tuning adds a
+    double backward through the relaxed evaluations.
 
     Args:
-        temperature: tau of both relaxations; the paper's code uses 0.4.
-        eta: scale of the control variate; the paper uses 1.
+        temperature: (initial) tau of both relaxations; the paper's code uses 0.4.
+        eta: (initial) scale of the control variate; the paper uses 1.
+        num_samples: samples per estimate (k).
+        self_tuning: learn eta, temperature and beta by minimizing the estimator's variance.
+        tune_lr: learning rate of the self-tuning Adam optimizer.
+
+    Examples:
+        >>> import torch
+        >>> logits = {"op": torch.zeros(3, requires_grad=True)}
+        >>> out = Rebar().surrogate(logits, lambda a: (a["op"] * torch.tensor([1.0, 2.0, 3.0])).sum())
+        >>> out.loss.backward(); logits["op"].grad.shape
+        torch.Size([3])
     """
 
-    def __init__(self, temperature: float = 0.4, eta: float = 1.0):
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-        self.eta = float(eta)
-
-    def hparams(self):
-        return {"temperature": self.temperature, "eta": self.eta}
-
-    def surrogate(self, logits, loss_fn):
-        dist = ArchDistribution(logits)
-        s = dist.rsample(self.temperature)
-        zeta_tilde = dist.conditional_rsample(s.z, self.temperature)
-        f_z = as_scalar(loss_fn(s.z)).detach()
-        f_zeta = as_scalar(loss_fn(s.zeta))
-        f_zeta_tilde = as_scalar(loss_fn(zeta_tilde))
-        eta = self.eta
-        loss = (f_z - eta * f_zeta_tilde.detach()) * dist.log_prob(s.z) + eta * (f_zeta - f_zeta_tilde)
-        return EstimatorOutput(loss=loss, arch=s.z, value=f_z)
+    def control_variate(self, loss_fn):
+        return loss_fn

@@ -87,7 +87,12 @@ class DartsGenotype:
         return cls(**cells)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """Readable JSON: one line per node."""
+        d = self.to_dict()
+        cells = ",\n".join(
+            f'  "{t}": [\n' + ",\n".join(f"    {json.dumps(n)}" for n in d[t]) + "\n  ]" for t in CELL_TYPES
+        )
+        return f'{{\n  "space": "darts",\n{cells}\n}}'
 
     @classmethod
     def from_json(cls, text: str) -> DartsGenotype:
