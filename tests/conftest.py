@@ -23,6 +23,7 @@ TINY_ARGS = [
     "--data.init_args.batch_size", "16",
     "--model.init_args.space.init_args.channels", "4",
     "--model.init_args.space.init_args.layers", "3",
+    "--model.init_args.warmup_epochs", "1",
 ]  # fmt: skip
 
 
@@ -37,9 +38,10 @@ def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def subprocess_env() -> dict[str, str]:
-    """Environment for a child ``unas-cli``: the tests folder importable (user estimator modules)."""
+    """Environment for a child ``unas-cli``: the tests and examples folders importable (user modules)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")])
+    paths = [str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

@@ -41,13 +41,25 @@ def test_quickstart_config_runs_as_a_subprocess(tmp_path):
         "unas_lightning.estimators.GumbelSoftmax",
         "unas_lightning.estimators.Reinforce",
         "unas_lightning.estimators.Rebar",
-        "custom_estimators.StraightThroughGumbel",  # a user's class, outside the package
     ],
 )
 def test_estimator_chosen_on_the_command_line(tmp_path, class_path):
     main(tiny_args(tmp_path, "--model.estimator.class_path", class_path))
     config = next(tmp_path.rglob("config.yaml")).read_text()
     assert class_path in config
+    _genotype_in(tmp_path)
+
+
+def test_example_estimator_runs_from_a_config_without_touching_the_package(tmp_path):
+    """examples/custom_estimator.py, selected by class_path in examples/custom_estimator.yaml."""
+    overlay = ROOT / "examples" / "custom_estimator.yaml"
+    args = tiny_args(tmp_path, "--config", str(overlay))
+    proc = subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = next(tmp_path.rglob("config.yaml")).read_text()
+    assert "custom_estimator.StraightThroughGumbel" in config and "temperature: 0.5" in config
     _genotype_in(tmp_path)
 
 

@@ -12,7 +12,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unas_lightning.estimators import Estimator, EstimatorOutput, GumbelSoftmax, Rebar, Reinforce, Relax, Softmax
+from unas_lightning.estimators import (
+    Estimator,
+    EstimatorOutput,
+    GumbelSoftmax,
+    IndeCateR,
+    Rebar,
+    Reinforce,
+    Relax,
+    Softmax,
+)
 from unas_lightning.estimators.exact import exact_gradient, sample_gradients, z_scores
 from unas_lightning.estimators.surrogates import LinearSurrogate
 
@@ -44,7 +53,7 @@ def lookup_table_loss(seed: int = 1):
     return loss_fn
 
 
-ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar, Relax]
+ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar, Relax, IndeCateR]
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -65,8 +74,16 @@ def test_contract(cls):
 
 @pytest.mark.parametrize(
     "est",
-    [Reinforce(), Reinforce(use_baseline=False), Rebar(), Rebar(temperature=1.0, eta=0.5)],
-    ids=["reinforce", "reinforce-no-baseline", "rebar", "rebar-tau1-eta0.5"],
+    [
+        Reinforce(),
+        Reinforce(use_baseline=False),
+        Reinforce(num_samples=4),
+        Rebar(),
+        Rebar(temperature=1.0, eta=0.5),
+        Rebar(num_samples=3),
+        IndeCateR(),
+    ],
+    ids=["reinforce", "reinforce-no-baseline", "rloo-4", "rebar", "rebar-tau1-eta0.5", "rebar-loo-3", "indecater"],
 )
 def test_unbiased_estimators_match_exact_gradient(est):
     torch.manual_seed(10)
@@ -162,3 +179,86 @@ def test_self_tuning_rebar_stays_unbiased_while_its_temperature_moves():
     assert abs(float(est.temperature.detach()) - 0.4) > 0.05, "the temperature did not move"
     assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
     assert "_extra_state" in "".join(est.state_dict())  # the tuning optimizer travels in checkpoints
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Reinforce(num_samples=4), IndeCateR, lambda: Relax(num_samples=3)],
+    ids=["rloo", "indecater", "relax-loo"],
+)
+def test_black_box_multi_evaluation_estimators_are_unbiased_on_a_lookup_table(make):
+    torch.manual_seed(15)
+    logits, _ = toy_problem()
+    loss_fn = lookup_table_loss()
+    exact = exact_gradient(logits, loss_fn)
+    z = z_scores(sample_gradients(make(), logits, loss_fn, n=3000), exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+
+
+def test_indecater_costs_one_plus_sum_of_k_minus_one_evaluations_and_beats_reinforce():
+    logits, loss_fn = toy_problem()
+    calls = []
+
+    def counted(arch):
+        calls.append(1)
+        return loss_fn(arch)
+
+    IndeCateR().surrogate({k: v.clone().requires_grad_(True) for k, v in logits.items()}, counted)
+    assert len(calls) == 1 + (3 - 1) + 2 * (4 - 1)
+    torch.manual_seed(16)
+    var_i = sample_gradients(IndeCateR(), logits, loss_fn, n=500).var(0).sum()
+    var_r = sample_gradients(Reinforce(num_samples=len(calls)), logits, loss_fn, n=500).var(0).sum()
+    assert var_i < var_r  # at equal evaluations (9 each)
+
+
+# -- per-example architectures: B examples, each scored with its own z_b -----------------------------
+B = 3
+
+
+def per_example_problem(seed: int = 2):
+    """B per-example losses l_b(z) (differentiable in relaxed rows); objective mean_b E[l_b(z)]."""
+    g = torch.Generator().manual_seed(seed)
+    logits = {k: 0.7 * torch.randn(s, generator=g) for k, s in SHAPES.items()}
+    w = {k: torch.randn(B, *s, generator=g) for k, s in SHAPES.items()}
+
+    def batched(arch):  # arch rows [B, ...] -> [B]
+        s = sum((w[k] * arch[k]).reshape(B, -1).sum(1) for k in arch)
+        return (s - 0.3) ** 2 + torch.sin(3 * (arch["a"][:, 0] * arch["b"][:, 1].sum(-1) + arch["b"][:, 0, 2]))
+
+    def averaged(arch):  # the objective for one shared architecture (for the exact gradient)
+        return batched({k: v.expand(B, *v.shape) for k, v in arch.items()}).mean()
+
+    return logits, batched, averaged
+
+
+def per_example_gradients(est, logits, loss_fn, n):
+    phi = {k: v.detach().clone().requires_grad_(True) for k, v in logits.items()}
+    out = []
+    for _ in range(n):
+        for v in phi.values():
+            v.grad = None
+        expanded = {k: v.expand(B, *v.shape) for k, v in phi.items()}
+        result = est.surrogate(expanded, loss_fn)
+        assert result.arch["a"].shape == (B, 3) and result.value.dim() == 0
+        result.loss.backward()
+        out.append(torch.cat([v.grad.reshape(-1) for v in phi.values()]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [Reinforce, lambda: Reinforce(num_samples=3), Rebar, lambda: Rebar(self_tuning=True), Relax, IndeCateR],
+    ids=["reinforce", "rloo", "rebar", "rebar-self-tuning", "relax", "indecater"],
+)
+def test_per_example_architecture_samples_are_unbiased(make):
+    torch.manual_seed(17)
+    logits, batched, averaged = per_example_problem()
+    exact = exact_gradient(logits, averaged)
+    z = z_scores(per_example_gradients(make(), logits, batched, n=3000), exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+
+
+def test_per_example_losses_must_match_the_logits_batch():
+    logits = {"a": torch.zeros(4, 3, requires_grad=True)}
+    with pytest.raises(ValueError, match="per-example"):
+        Reinforce().surrogate(logits, lambda arch: torch.zeros(5))

@@ -102,3 +102,38 @@ def test_space_that_does_not_fit_the_data_stops_early(tmp_path):
     module = SearchModule(DartsSpace(in_channels=3, channels=4, layers=3))
     with pytest.raises(ValueError, match="in_channels=1 but the search space was built with in_channels=3"):
         tiny_trainer(tmp_path).fit(module, datamodule=tiny_data())
+
+
+def test_per_example_architectures_mix_the_supernet_per_example():
+    torch.manual_seed(3)
+    space = DartsSpace(channels=4, layers=3)
+    x = torch.randn(4, 1, 28, 28)
+    module = SearchModule(space, arch_samples="example")
+    arch = module.sample_w_step_arch(batch_size=4)
+    assert arch["normal_node0_op"].shape == (4, 2, len(space.ops))
+    # identical rows for every example reproduce the shared-architecture network exactly
+    shared = {k: v[0] for k, v in arch.items()}
+    same = {k: v.expand(4, *v.shape) for k, v in shared.items()}
+    torch.testing.assert_close(space(x, same), space(x, shared))
+    # a one-example batch with per-example rows is that example's own network
+    torch.testing.assert_close(space(x[:1], {k: v[:1] for k, v in arch.items()}), space(x[:1], shared))
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+@pytest.mark.parametrize("estimator", [Rebar(), Reinforce()], ids=["rebar", "reinforce"])
+def test_per_example_search_step_gives_phi_a_gradient_from_per_example_losses(tmp_path, estimator):
+    L.seed_everything(4)
+    space = DartsSpace(channels=4, layers=3)
+    module = SearchModule(space, estimator=estimator, arch_samples="example")
+    dm = tiny_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))[0]
+    record = {}
+    out = module.estimator.surrogate(module.phi_logits(batch), module.objective_fn(batch, record))
+    assert out.arch["normal_node0_op"].shape[0] == 16
+    assert set(record[id(out.arch)]) == {"L_train", "L_val", "L_gen"}
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in space.arch_parameters())
+    phi0 = [p.detach().clone() for p in space.arch_parameters()]
+    tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=dm)
+    assert any(not torch.equal(a, b) for a, b in zip(phi0, space.arch_parameters(), strict=True))

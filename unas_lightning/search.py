@@ -19,7 +19,7 @@ from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
 from unas_lightning import objectives
-from unas_lightning.distributions import Arch, check_temperature, detach
+from unas_lightning.distributions import Arch, ArchDistribution, check_temperature, detach
 from unas_lightning.estimators import Estimator, Rebar
 from unas_lightning.spaces.base import SearchSpace
 
@@ -43,6 +43,12 @@ class SearchModule(L.LightningModule):
     The first ``warmup_epochs`` epochs run the w-step only. The most probable genotype is written to
     ``genotype.json`` in the run directory after every epoch and at the end of fit.
 
+    With ``arch_samples="example"`` every example of the mini-batch gets its own architecture sample
+    (the official UNAS code's default on CIFAR): the estimator sees phi expanded to [B, ...] and the
+    per-example losses [B], pairs each loss with its own log-probability and averages the B
+    estimates; the w-step mixes the supernet per example too. ``"batch"`` shares one sample per
+    step (the official code's ImageNet setting, and the cheaper one: only the chosen operations run).
+
     Under DDP each rank draws its own architecture sample on its own data shard and DDP averages the
     per-rank estimates, which is again an unbiased estimate (with ``world_size`` samples); phi stays
     identical on every rank because its gradient is all-reduced before every step.
@@ -53,6 +59,7 @@ class SearchModule(L.LightningModule):
         objective: ``"gen"`` (L_gen, Eq. 8), ``"train"`` or ``"val"`` (Eq. 6).
         gen_lambda: lambda of L_gen (paper: 0.5).
         warmup_epochs: epochs that train w only.
+        arch_samples: ``"batch"`` (one architecture per step) or ``"example"`` (one per example).
         w_step_arch: ``"discrete"`` (one-hot z) or ``"relaxed"`` (Gumbel-softmax zeta) for the w-step.
         w_step_temperature: temperature of zeta when ``w_step_arch="relaxed"``.
         w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
@@ -66,7 +73,7 @@ class SearchModule(L.LightningModule):
         >>> from unas_lightning.estimators import Reinforce
         >>> module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce(), objective="val")
         >>> module.estimator
-        Reinforce(baseline_decay=0.9, use_baseline=True)
+        Reinforce(baseline_decay=0.9, use_baseline=True, num_samples=1)
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class SearchModule(L.LightningModule):
         objective: Literal["train", "val", "gen"] = "gen",
         gen_lambda: float = 0.5,
         warmup_epochs: int = 0,
+        arch_samples: Literal["batch", "example"] = "batch",
         w_step_arch: Literal["discrete", "relaxed"] = "discrete",
         w_step_temperature: float = 1.0,
         w_optimizer: OptimizerCallable | None = None,
@@ -88,6 +96,8 @@ class SearchModule(L.LightningModule):
         objectives.check_objective(objective, gen_lambda)
         if w_step_arch not in ("discrete", "relaxed"):
             raise ValueError(f"w_step_arch must be 'discrete' or 'relaxed', got {w_step_arch!r}.")
+        if arch_samples not in ("batch", "example"):
+            raise ValueError(f"arch_samples must be 'batch' or 'example', got {arch_samples!r}.")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}.")
         if w_grad_clip is not None and not w_grad_clip > 0:
@@ -103,6 +113,7 @@ class SearchModule(L.LightningModule):
         self.objective = objective
         self.gen_lambda = float(gen_lambda)
         self.warmup_epochs = warmup_epochs
+        self.arch_samples = arch_samples
         self.w_step_arch = w_step_arch
         self.w_step_temperature = check_temperature(w_step_temperature)
         self.w_optimizer = w_optimizer
@@ -160,33 +171,51 @@ class SearchModule(L.LightningModule):
     def objective_fn(self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict):
         """The search objective L(arch) on this step's batches, with w held constant.
 
-        Each call stores its parts (L_train, L_val, objective) in ``record[id(arch)]``.
+        With per-example architectures (rows [B, ...]) it returns the per-example losses [B];
+        example b of the train batch and example b of the val batch share architecture b. Each call
+        stores its parts (L_train, L_val, objective; batch means) in ``record[id(arch)]``.
         """
         use_train, use_val = objectives.uses_batches(self.objective)
         weights = self._frozen_weights()
+        per_example = self.arch_samples == "example"
+        reduction = "none" if per_example else "mean"
+        n = self.examples_per_step(batch)
 
         def loss_fn(arch: Arch) -> Tensor:
             parts = {}
             l_train = l_val = None
             if use_train:
-                x, y = batch["train"]
-                l_train = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y)
-                parts["L_train"] = l_train.detach()
+                x, y = (t[:n] for t in batch["train"])
+                l_train = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y, reduction=reduction)
+                parts["L_train"] = l_train.detach().mean()
             if use_val:
-                x, y = batch["val"]
-                l_val = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y)
-                parts["L_val"] = l_val.detach()
+                x, y = (t[:n] for t in batch["val"])
+                l_val = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y, reduction=reduction)
+                parts["L_val"] = l_val.detach().mean()
             value = objectives.combine(self.objective, l_train, l_val, self.gen_lambda)
-            parts[f"L_{self.objective}"] = value.detach()
+            parts[f"L_{self.objective}"] = value.detach().mean()
             record[id(arch)] = parts
             return value
 
         return loss_fn
 
+    def examples_per_step(self, batch) -> int:
+        """Examples the phi-step uses from each batch (train and val are cut to the same size)."""
+        use_train, use_val = objectives.uses_batches(self.objective)
+        sizes = [batch[k][0].shape[0] for k, used in (("train", use_train), ("val", use_val)) if used]
+        return min(sizes)
+
+    def phi_logits(self, batch) -> dict[str, Tensor]:
+        """phi as the estimator sees it: shared, or expanded to one row set per example."""
+        if self.arch_samples == "batch":
+            return dict(self.space.arch)
+        n = self.examples_per_step(batch)
+        return {k: v.expand(n, *v.shape) for k, v in self.space.arch.items()}
+
     def phi_step(self, batch) -> dict[str, Tensor]:
         opt_phi = self.optimizers()[1]
         record: dict[int, dict[str, Tensor]] = {}
-        out = self.estimator.surrogate(dict(self.space.arch), self.objective_fn(batch, record))
+        out = self.estimator.surrogate(self.phi_logits(batch), self.objective_fn(batch, record))
         parts = record.get(id(out.arch)) or next(reversed(record.values()))
         if not torch.isfinite(out.loss.detach()):
             warnings.warn(f"non-finite estimator loss at step {self.global_step}; phi-step skipped.", stacklevel=2)
@@ -196,16 +225,22 @@ class SearchModule(L.LightningModule):
         opt_phi.step()
         return parts
 
-    def sample_w_step_arch(self) -> Arch:
-        """An architecture for Eq. 7: one-hot z ~ p_phi, or its relaxation zeta (detached)."""
+    def sample_w_step_arch(self, batch_size: int = 1) -> Arch:
+        """An architecture for Eq. 7: one-hot z ~ p_phi, or its relaxation zeta (detached).
+
+        With per-example architectures the rows carry a leading dimension ``batch_size``.
+        """
         with torch.no_grad():
-            s = self.space.distribution().rsample(self.w_step_temperature)
+            logits = dict(self.space.arch)
+            if self.arch_samples == "example":
+                logits = {k: v.expand(batch_size, *v.shape) for k, v in logits.items()}
+            s = ArchDistribution(logits).rsample(self.w_step_temperature)
         return s.z if self.w_step_arch == "discrete" else detach(s.zeta)
 
     def w_step(self, batch) -> Tensor:
         opt_w = self.optimizers()[0]
         x, y = batch["train"]
-        logits = self.space(x, self.sample_w_step_arch())
+        logits = self.space(x, self.sample_w_step_arch(x.shape[0]))
         loss = F.cross_entropy(logits, y)
         opt_w.zero_grad(set_to_none=True)
         self.manual_backward(loss)

@@ -5,15 +5,32 @@
 | ``Softmax`` | DARTS relaxation softmax(phi) | no | 1 relaxed |
 | ``GumbelSoftmax`` | SNAS reparameterized relaxed sample | no | 1 relaxed |
 | ``Reinforce`` | score function, EMA baseline (Eq. 1/2) | yes | 1 discrete |
-| ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | 1 discrete + 2 relaxed |
-| ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | 1 discrete + 2 of g |
+| ``Reinforce(num_samples=k)`` | RLOO: k samples, leave-one-out baselines | yes | k discrete |
+| ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | k x (1 discrete + 2 relaxed) |
+| ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ 2k of g) |
+| ``IndeCateR`` | every category of each row, others fixed | yes | 1 + sum_r (K_r - 1) discrete |
+
+Self-tuning ``Rebar``/``Relax`` add a double backward through the relaxed evaluations (no extra
+evaluations of the loss). With per-example architectures (logits with a leading batch dimension B and a
+loss_fn returning [B]) each evaluation covers all B examples at once.
 """
 
 from unas_lightning.estimators.base import Estimator, EstimatorOutput, LossFn
 from unas_lightning.estimators.gumbel_softmax import GumbelSoftmax
+from unas_lightning.estimators.indecater import IndeCateR
 from unas_lightning.estimators.rebar import Rebar
 from unas_lightning.estimators.reinforce import Reinforce
 from unas_lightning.estimators.relax import Relax
 from unas_lightning.estimators.softmax import Softmax
 
-__all__ = ["Estimator", "EstimatorOutput", "GumbelSoftmax", "LossFn", "Rebar", "Reinforce", "Relax", "Softmax"]
+__all__ = [
+    "Estimator",
+    "EstimatorOutput",
+    "GumbelSoftmax",
+    "IndeCateR",
+    "LossFn",
+    "Rebar",
+    "Reinforce",
+    "Relax",
+    "Softmax",
+]

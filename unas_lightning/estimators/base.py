@@ -37,7 +37,13 @@ class Estimator(nn.Module):
     """Base class of the gradient estimators of d/dphi E_{p_phi(z)}[L(z)] (paper Sec. 3.1).
 
     Subclasses implement :meth:`surrogate`. ``loss_fn(arch)`` takes a mapping with the same keys and
-    shapes as ``logits`` (one-hot or relaxed rows) and returns a scalar. An estimator that learns
+    shapes as ``logits`` (one-hot or relaxed rows) and returns a scalar.
+
+    *Per-example architectures.* When every logits tensor carries a leading batch dimension B (the
+    same phi expanded, ``phi.expand(B, *phi.shape)``) and ``loss_fn`` returns the vector [B] of
+    per-example losses, example b is scored with its own architecture z_b: the unbiased estimators
+    pair each example's loss with its own log p(z_b) and report the average of the B per-example
+    estimates (:func:`loss_vector` and :func:`log_prob_per_example` do the bookkeeping). An estimator that learns
     (a baseline, a temperature, a surrogate) updates that state inside ``surrogate`` and keeps it in
     buffers or parameters of its own, so it is saved in checkpoints with the search module.
 
@@ -80,6 +86,37 @@ class Estimator(nn.Module):
         return {}
 
 
+def loss_vector(loss: Tensor, logits: Mapping[str, Tensor]) -> Tensor:
+    """``loss_fn``'s result as a vector [n]: n = 1 for a scalar, n = B for per-example losses.
+
+    A vector loss must match the leading batch dimension of every logits tensor.
+    """
+    if not isinstance(loss, Tensor):
+        raise ValueError(f"loss_fn(arch) must return a tensor, got {type(loss).__name__}.")
+    if loss.numel() == 1:
+        return loss.reshape(1)
+    n = loss.shape[0]
+    if loss.dim() != 1 or any(v.dim() < 2 or v.shape[0] != n for v in logits.values()):
+        shapes = {k: tuple(v.shape) for k, v in logits.items()}
+        raise ValueError(
+            f"loss_fn(arch) returned shape {tuple(loss.shape)}: return a scalar, or per-example losses [B] "
+            f"with logits expanded to a leading batch dimension B (got logits shapes {shapes})."
+        )
+    return loss
+
+
+def log_prob_per_example(log_probs: Mapping[str, Tensor], z: Mapping[str, Tensor], n: int) -> Tensor:
+    """log p(z) as [n]: summed over every row (n = 1) or per leading batch index (n = B)."""
+    if n == 1:
+        return sum((lp * z[k]).sum() for k, lp in log_probs.items()).reshape(1)
+    return sum((lp * z[k]).reshape(n, -1).sum(1) for k, lp in log_probs.items())
+
+
+def strip_batch(logits: Mapping[str, Tensor], n: int) -> dict[str, Tensor]:
+    """The logits without their leading per-example dimension (unchanged for n = 1)."""
+    return {k: v[0] if n > 1 else v for k, v in logits.items()}
+
+
 def as_scalar(loss: Tensor) -> Tensor:
     """Check that ``loss_fn`` returned a scalar tensor, with a message that says what to fix."""
     if not isinstance(loss, Tensor) or loss.numel() != 1:
@@ -88,4 +125,4 @@ def as_scalar(loss: Tensor) -> Tensor:
     return loss.reshape(())
 
 
-__all__ = ["Estimator", "EstimatorOutput", "LossFn", "as_scalar"]
+__all__ = ["Estimator", "EstimatorOutput", "LossFn", "as_scalar", "log_prob_per_example", "loss_vector", "strip_batch"]

@@ -23,20 +23,31 @@ import torch
 from torch import Tensor, nn
 
 from unas_lightning.distributions import Arch, ArchDistribution, check_temperature
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, LossFn, as_scalar
+from unas_lightning.estimators.base import (
+    Estimator,
+    EstimatorOutput,
+    LossFn,
+    log_prob_per_example,
+    loss_vector,
+    strip_batch,
+)
 
 ControlVariate = Callable[[Arch], Tensor]
 
 
 @dataclass
 class CVSamples:
-    """k draws with the quantities the estimate needs."""
+    """k draws with the quantities the estimate needs; n = 1, or B per-example architectures."""
 
-    log_p: list[Tensor]  # log p_phi(z_i), graph to phi
-    f: Tensor  # [k] f(z_i), detached
-    c_zeta: list[Tensor]  # c(zeta_i), graph to phi (and theta)
-    c_tilde: list[Tensor]  # c(zeta~_i), graph to phi (and theta)
+    log_p: Tensor  # [k, n] log p_phi(z_i), graph to phi
+    f: Tensor  # [k, n] f(z_i), detached
+    c_zeta: Tensor  # [k, n] c(zeta_i), graph to phi (and theta)
+    c_tilde: Tensor  # [k, n] c(zeta~_i), graph to phi (and theta)
     z: list[Arch]
+
+    @property
+    def n(self) -> int:
+        return self.f.shape[1]
 
 
 def draw(
@@ -45,53 +56,73 @@ def draw(
     c: ControlVariate,
     k: int,
     temperature: float | Tensor,
+    on_first_value: Callable[[int], None] | None = None,
 ) -> CVSamples:
-    """Sample z, zeta, zeta~ k times and evaluate f at z (without gradient) and c at both relaxations."""
+    """Sample z, zeta, zeta~ k times and evaluate f at z (without gradient) and c at both relaxations.
+
+    ``on_first_value(n)`` is called once the first loss tells whether the losses are per-example.
+    """
     dist = ArchDistribution(logits)
     log_p, f, c_zeta, c_tilde, zs = [], [], [], [], []
-    for _ in range(k):
+    for i in range(k):
         s = dist.rsample(temperature)
         zeta_tilde = dist.conditional_rsample(s.z, temperature)
         with torch.no_grad():
-            f.append(as_scalar(loss_fn(s.z)).detach())
-        c_zeta.append(as_scalar(c(s.zeta)))
-        c_tilde.append(as_scalar(c(zeta_tilde)))
-        log_p.append(dist.log_prob(s.z))
+            f.append(loss_vector(loss_fn(s.z), logits).detach())
+        n = f[-1].shape[0]
+        if i == 0 and on_first_value is not None:
+            on_first_value(n)
+        c_zeta.append(_match(c(s.zeta), n, logits))
+        c_tilde.append(_match(c(zeta_tilde), n, logits))
+        log_p.append(log_prob_per_example(dist.log_probs, s.z, n))
         zs.append(s.z)
-    return CVSamples(log_p=log_p, f=torch.stack(f), c_zeta=c_zeta, c_tilde=c_tilde, z=zs)
+    return CVSamples(
+        log_p=torch.stack(log_p), f=torch.stack(f), c_zeta=torch.stack(c_zeta), c_tilde=torch.stack(c_tilde), z=zs
+    )
+
+
+def _match(value: Tensor, n: int, logits: Mapping[str, Tensor]) -> Tensor:
+    v = loss_vector(value, logits)
+    if v.shape[0] != n:
+        raise ValueError(f"the control variate returned {v.shape[0]} values where the loss returned {n}.")
+    return v
 
 
 def baselines(residual: Tensor, beta: Tensor | float) -> Tensor:
-    """beta for k = 1; leave-one-out means of ``residual`` (detached) for k > 1."""
+    """beta for k = 1; leave-one-out means over the k samples of ``residual`` [k, n] (detached) for k > 1."""
     k = residual.shape[0]
     if k == 1:
-        return torch.as_tensor(beta, dtype=residual.dtype).reshape(1)
+        return torch.as_tensor(beta, dtype=residual.dtype).reshape(1, 1)
     r = residual.detach()
-    return (r.sum() - r) / (k - 1)
+    return (r.sum(0, keepdim=True) - r) / (k - 1)
 
 
 def surrogate_loss(s: CVSamples, eta: Tensor | float, beta: Tensor | float) -> Tensor:
-    """The scalar whose phi-gradient is g_hat (the standard REBAR/RELAX surrogate)."""
-    c_tilde = torch.stack(s.c_tilde)
-    residual = s.f - eta * c_tilde.detach()
+    """The scalar whose phi-gradient is g_hat (the standard REBAR/RELAX surrogate), averaged over k and n."""
+    residual = s.f - eta * s.c_tilde.detach()
     coef = (residual - baselines(residual, beta)).detach()
-    k = len(s.log_p)
-    score = sum(coef[i] * s.log_p[i] for i in range(k))
-    reparam = sum(s.c_zeta[i] - s.c_tilde[i] for i in range(k))
-    return (score + eta * reparam) / k
+    return ((coef * s.log_p).sum() + eta * (s.c_zeta - s.c_tilde).sum()) / s.f.numel()
 
 
 def explicit_estimate(s: CVSamples, phi: Sequence[Tensor], eta: Tensor | float, beta: Tensor | float) -> list[Tensor]:
-    """g_hat per logits tensor, with a graph to eta, beta and whatever c depends on besides phi."""
-    k = len(s.log_p)
-    residual = s.f - eta * torch.stack(s.c_tilde)  # graph to theta; multiplies d log p as a value
+    """g_hat per logits tensor, with a graph to eta, beta and whatever c depends on besides phi.
+
+    With per-example architectures ``phi`` are the expanded logits [B, ...]: the gradient of sample
+    b's log-probability lives in row b, so one backward pass yields every per-example score.
+    """
+    k, n = s.f.shape
+    residual = s.f - eta * s.c_tilde  # graph to theta; multiplies d log p as a value
     coef = residual - baselines(residual, beta)
-    reparam = torch.autograd.grad(sum(s.c_zeta) - sum(s.c_tilde), phi, create_graph=True, allow_unused=True)
+    reparam = torch.autograd.grad((s.c_zeta - s.c_tilde).sum(), phi, create_graph=True, allow_unused=True)
     out = [eta * (r if r is not None else torch.zeros_like(p)) for r, p in zip(reparam, phi, strict=True)]
     for i in range(k):
-        d_log_p = torch.autograd.grad(s.log_p[i], phi, retain_graph=True)
-        out = [o + coef[i] * d for o, d in zip(out, d_log_p, strict=True)]
-    return [o / k for o in out]
+        d_log_p = torch.autograd.grad(s.log_p[i].sum(), phi, retain_graph=True)
+        out = [o + _per_row(coef[i], d, n) * d for o, d in zip(out, d_log_p, strict=True)]
+    return [o / (k * n) for o in out]
+
+
+def _per_row(coef: Tensor, like: Tensor, n: int) -> Tensor:
+    return coef.reshape(()) if n == 1 else coef.reshape(n, *[1] * (like.dim() - 1))
 
 
 def linear_surrogate(phi: Sequence[Tensor], g_hat: Sequence[Tensor | None]) -> Tensor:
@@ -99,9 +130,12 @@ def linear_surrogate(phi: Sequence[Tensor], g_hat: Sequence[Tensor | None]) -> T
     return sum((g.detach() * p).sum() for g, p in zip(g_hat, phi, strict=True) if g is not None)
 
 
-def variance_objective(g_hat: Sequence[Tensor]) -> Tensor:
-    """sum of squared estimates: its theta-gradient equals that of the total variance."""
-    return sum((g**2).sum() for g in g_hat)
+def variance_objective(g_hat: Sequence[Tensor], n: int = 1) -> Tensor:
+    """sum of squared estimates of the gradient of phi: its theta-gradient equals that of the total variance.
+
+    Per-example rows (n > 1) are summed first: the expanded logits all feed the same phi.
+    """
+    return sum(((g.sum(0) if n > 1 else g) ** 2).sum() for g in g_hat)
 
 
 class ControlVariateEstimator(Estimator):
@@ -202,12 +236,19 @@ class ControlVariateEstimator(Estimator):
         tau = self.temperature if self.self_tuning else float(self.temperature.detach())
         eta = self.eta if self.self_tuning else float(self.eta.detach())
         beta = self.beta if self.self_tuning else 0.0
-        s = draw(logits, loss_fn, self.control_variate(loss_fn), self.num_samples, tau)
+        s = draw(
+            logits,
+            loss_fn,
+            self.control_variate(loss_fn),
+            self.num_samples,
+            tau,
+            on_first_value=lambda n: self.prepare(strip_batch(logits, n)),
+        )
         opt = self._get_optimizer()
         if self.uses_variance_objective():
             g_hat = explicit_estimate(s, phi, eta, beta)
             loss = linear_surrogate(phi, g_hat)
-            objective = variance_objective(g_hat)
+            objective = variance_objective(g_hat, s.n)
         else:
             loss = surrogate_loss(s, eta, beta)
             objective = None
@@ -224,4 +265,4 @@ class ControlVariateEstimator(Estimator):
                 p.grad = None if g is None else g.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return EstimatorOutput(loss=loss, arch=s.z[0], value=s.f.mean())
+        return EstimatorOutput(loss=loss, arch=s.z[0], value=s.f[0].mean())

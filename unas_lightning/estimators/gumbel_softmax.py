@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unas_lightning.distributions import ArchDistribution, check_temperature
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, as_scalar
+from unas_lightning.estimators.base import Estimator, EstimatorOutput, loss_vector
 
 
 class GumbelSoftmax(Estimator):
@@ -25,5 +25,5 @@ class GumbelSoftmax(Estimator):
 
     def surrogate(self, logits, loss_fn):
         s = ArchDistribution(logits).rsample(self.temperature)
-        loss = as_scalar(loss_fn(s.zeta))
+        loss = loss_vector(loss_fn(s.zeta), logits).mean()
         return EstimatorOutput(loss=loss, arch=s.z, value=loss.detach())

@@ -87,5 +87,5 @@ class Relax(ControlVariateEstimator):
     def extra_objective(self, s: CVSamples):
         if self.fit not in ("regression", "both"):
             return None
-        pred = torch.stack([self.g(z).reshape(()) for z in s.z])
+        pred = torch.stack([self.g(z).reshape(-1) for z in s.z])
         return ((pred - s.f) ** 2).mean()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from unas_lightning.distributions import check_temperature, one_hot_argmax
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, as_scalar
+from unas_lightning.estimators.base import Estimator, EstimatorOutput, loss_vector
 
 
 class Softmax(Estimator):
@@ -28,6 +28,6 @@ class Softmax(Estimator):
 
     def surrogate(self, logits, loss_fn):
         relaxed = {k: torch.softmax(v / self.temperature, dim=-1) for k, v in logits.items()}
-        loss = as_scalar(loss_fn(relaxed))
+        loss = loss_vector(loss_fn(relaxed), logits).mean()
         arch = {k: one_hot_argmax(v.detach()) for k, v in logits.items()}
         return EstimatorOutput(loss=loss, arch=arch, value=loss.detach())

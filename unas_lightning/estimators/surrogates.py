@@ -23,6 +23,8 @@ class LinearSurrogate(nn.Module):
         >>> g = LinearSurrogate({"op": (2, 3)})
         >>> g({"op": torch.ones(2, 3)}).shape
         torch.Size([])
+        >>> g({"op": torch.ones(5, 2, 3)}).shape  # per-example architectures
+        torch.Size([5])
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]] | None = None):
@@ -39,9 +41,15 @@ class LinearSurrogate(nn.Module):
                 self.weight[k] = nn.Parameter(torch.zeros(tuple(v.shape), device=self.bias.device))
 
     def forward(self, arch: Mapping[str, Tensor]) -> Tensor:
+        """g(arch): a scalar, or [B] when the rows carry a leading per-example dimension B."""
         if len(self.weight) < len(arch):
             self.materialize(arch)
-        return self.bias + sum((self.weight[k] * v).sum() for k, v in arch.items())
+        total = self.bias
+        for k, v in arch.items():
+            w = self.weight[k]
+            lead = v.dim() - w.dim()
+            total = total + (w * v).reshape(*v.shape[:lead], -1).sum(-1)
+        return total
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         wp = prefix + "weight."
