@@ -262,3 +262,34 @@ def test_per_example_losses_must_match_the_logits_batch():
     logits = {"a": torch.zeros(4, 3, requires_grad=True)}
     with pytest.raises(ValueError, match="per-example"):
         Reinforce().surrogate(logits, lambda arch: torch.zeros(5))
+
+
+def test_closed_form_tuning_matches_the_explicit_estimate():
+    """g_hat = (u + eta v + beta w) / (k n) is the same vector as the graph-built estimate."""
+    from unas_lightning.estimators.control_variate import draw, explicit_estimate, linear_parts
+
+    logits, loss_fn = toy_problem()
+    for k in (1, 3):
+        phi = [v.clone().requires_grad_(True) for v in logits.values()]
+        leaves = dict(zip(logits, phi, strict=True))
+        torch.manual_seed(18)
+        s = draw(leaves, loss_fn, loss_fn, k, 0.4)
+        eta, beta = torch.tensor(0.7), torch.tensor(0.2)
+        explicit = explicit_estimate(s, phi, eta, beta)
+        u, v, w = linear_parts(s, phi)
+        for e, a, b, c in zip(explicit, u, v, w, strict=True):
+            torch.testing.assert_close(e, (a + 0.7 * b + 0.2 * c) / k)
+
+
+def test_closed_form_self_tuning_rebar_is_unbiased_and_lowers_variance():
+    torch.manual_seed(19)
+    logits, loss_fn = toy_problem()
+    est = Rebar(self_tuning=True, tune_temperature=False)
+    assert "log_temperature" not in dict(est.named_parameters())
+    exact = exact_gradient(logits, loss_fn)
+    samples = sample_gradients(est, logits, loss_fn, n=4000)
+    assert z_scores(samples, exact).abs().max() < 4.5
+    assert abs(float(est.eta.detach()) - 1.0) > 0.05 and abs(float(est.beta.detach())) > 0.05
+    torch.manual_seed(19)
+    fixed = sample_gradients(Rebar(), logits, loss_fn, n=4000)
+    assert samples[2000:].var(0).sum() < fixed[2000:].var(0).sum()

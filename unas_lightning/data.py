@@ -67,6 +67,7 @@ class VisionDataModule(L.LightningDataModule):
 
     in_channels: int = 1
     num_classes: int = 10
+    image_size: tuple[int, int] = (28, 28)
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
 
@@ -101,6 +102,11 @@ class VisionDataModule(L.LightningDataModule):
         self.download = download
         self._train: Dataset | None = None
         self._test: Dataset | None = None
+
+    @property
+    def example_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image, e.g. for latency measurement."""
+        return (self.in_channels, *self.image_size)
 
     # -- to implement per data set ----------------------------------------------------------------
     def load_arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +230,7 @@ class CIFAR10DataModule(VisionDataModule):
     """CIFAR-10 (3x32x32) from a local torchvision root (``cifar-10-batches-py``)."""
 
     in_channels, num_classes = 3, 10
+    image_size = (32, 32)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     torchvision_class = "CIFAR10"
 

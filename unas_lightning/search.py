@@ -21,6 +21,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from unas_lightning import objectives
 from unas_lightning.distributions import Arch, ArchDistribution, check_temperature, detach
 from unas_lightning.estimators import Estimator, Rebar
+from unas_lightning.latency.callback import LatencyCallback
+from unas_lightning.latency.term import LatencyTerm
 from unas_lightning.spaces.base import SearchSpace
 
 GENOTYPE_FILE = "genotype.json"
@@ -67,6 +69,8 @@ class SearchModule(L.LightningModule):
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
         phi_scheduler: LR scheduler factory for phi (default none).
         w_grad_clip: max gradient norm of the w-step (None disables clipping).
+        latency: a ``LatencyTerm`` adding lambda_lat * L_lat(z) (measured latency, through RELAX) to
+            the phi-step; needs a ``LatencyCallback`` among the trainer's callbacks.
 
     Examples:
         >>> from unas_lightning.spaces import DartsSpace
@@ -91,6 +95,7 @@ class SearchModule(L.LightningModule):
         w_scheduler: LRSchedulerCallable | None = None,
         phi_scheduler: LRSchedulerCallable | None = None,
         w_grad_clip: float | None = 5.0,
+        latency: LatencyTerm | None = None,
     ):
         super().__init__()
         objectives.check_objective(objective, gen_lambda)
@@ -110,6 +115,11 @@ class SearchModule(L.LightningModule):
                 f"estimator must be an unas_lightning.estimators.Estimator, got {type(estimator).__name__}."
             )
         self.estimator.prepare(dict(space.arch))
+        if latency is not None and not isinstance(latency, LatencyTerm):
+            raise TypeError(f"latency must be a unas_lightning.latency.LatencyTerm, got {type(latency).__name__}.")
+        self.latency = latency
+        if latency is not None:
+            latency.prepare(dict(space.arch))
         self.objective = objective
         self.gen_lambda = float(gen_lambda)
         self.warmup_epochs = warmup_epochs
@@ -122,7 +132,7 @@ class SearchModule(L.LightningModule):
         self.phi_scheduler = phi_scheduler
         self.w_grad_clip = w_grad_clip
         self.save_hyperparameters(
-            ignore=["space", "estimator", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
+            ignore=["space", "estimator", "latency", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
         )
         self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
@@ -134,6 +144,11 @@ class SearchModule(L.LightningModule):
             raise ValueError(
                 "the search runs only the sampled operations, so DDP must allow unused parameters: use "
                 "--trainer.strategy ddp_find_unused_parameters_true (unas-cli maps 'ddp' to it for you)."
+            )
+        if self.latency is not None and not any(isinstance(cb, LatencyCallback) for cb in self.trainer.callbacks):
+            raise ValueError(
+                "the latency term measures real latency through a LatencyCallback: add "
+                "--trainer.callbacks+=unas_lightning.latency.LatencyCallback."
             )
         dm = getattr(self.trainer, "datamodule", None)
         for attr in ("num_classes", "in_channels"):
@@ -213,17 +228,34 @@ class SearchModule(L.LightningModule):
         return {k: v.expand(n, *v.shape) for k, v in self.space.arch.items()}
 
     def phi_step(self, batch) -> dict[str, Tensor]:
+        """One phi update; returns what to log (the objective's parts, the latency term's)."""
         opt_phi = self.optimizers()[1]
         record: dict[int, dict[str, Tensor]] = {}
         out = self.estimator.surrogate(self.phi_logits(batch), self.objective_fn(batch, record))
         parts = record.get(id(out.arch)) or next(reversed(record.values()))
-        if not torch.isfinite(out.loss.detach()):
+        logs = {f"search/{k}": v for k, v in parts.items()}
+        loss = out.loss
+        if self.latency is not None:
+            lat: dict[str, float] = {}
+            lat_out = self.latency.estimator.surrogate(dict(self.space.arch), self.latency.loss_fn(lat))
+            lam = self.latency.weight_at(self.current_epoch - self.warmup_epochs)
+            loss = loss + lam * lat_out.loss
+            logs.update(
+                {
+                    "latency/measured_ms": torch.tensor(lat["measured_ms"]),
+                    "latency/predicted_ms": torch.tensor(lat["predicted_ms"]),
+                    "latency/abs_error_ms": torch.tensor(abs(lat["measured_ms"] - lat["predicted_ms"])),
+                    "latency/penalty": lat_out.value.detach(),
+                    "latency/lambda": torch.tensor(lam),
+                }
+            )
+        if not torch.isfinite(loss.detach()):
             warnings.warn(f"non-finite estimator loss at step {self.global_step}; phi-step skipped.", stacklevel=2)
-            return parts
+            return logs
         opt_phi.zero_grad(set_to_none=True)
-        self.manual_backward(out.loss)
+        self.manual_backward(loss)
         opt_phi.step()
-        return parts
+        return logs
 
     def sample_w_step_arch(self, batch_size: int = 1) -> Arch:
         """An architecture for Eq. 7: one-hot z ~ p_phi, or its relaxation zeta (detached).
@@ -258,7 +290,7 @@ class SearchModule(L.LightningModule):
         batch_size = batch["train"][0].shape[0]
         logs = {}
         if self.searching:
-            logs.update({f"search/{k}": v for k, v in self.phi_step(batch).items()})
+            logs.update(self.phi_step(batch))
         logs["search/w_loss"] = self.w_step(batch)
         self.log_dict(logs, prog_bar=True, batch_size=batch_size)
         self.log("search/train_acc", self.train_acc, prog_bar=True, batch_size=batch_size)

@@ -130,6 +130,27 @@ def linear_surrogate(phi: Sequence[Tensor], g_hat: Sequence[Tensor | None]) -> T
     return sum((g.detach() * p).sum() for g, p in zip(g_hat, phi, strict=True) if g is not None)
 
 
+def linear_parts(s: CVSamples, phi: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """(u, v, w) with g_hat = (u + eta v + beta w) / (k n): the estimate as a linear function of eta, beta.
+
+    With F_i, C_i the leave-one-out means of f and c(zeta~) (zero for k = 1),
+    u = sum_i (f_i - F_i) d log p_i,  v = sum_i -(c~_i - C_i) d log p_i + d c(zeta_i) - d c(zeta~_i),
+    w = -sum_i d log p_i (k = 1 only). First-order gradients only: no double backward.
+    """
+    k = s.f.shape[0]
+    loo = (lambda t: (t.sum(0, keepdim=True) - t) / (k - 1)) if k > 1 else (lambda t: torch.zeros_like(t))
+    c_tilde = s.c_tilde.detach()
+    u = torch.autograd.grad(((s.f - loo(s.f)) * s.log_p).sum(), phi, retain_graph=True, allow_unused=True)
+    v_score = (-(c_tilde - loo(c_tilde)) * s.log_p).sum()
+    v = torch.autograd.grad(v_score + (s.c_zeta - s.c_tilde).sum(), phi, retain_graph=True, allow_unused=True)
+    w = torch.autograd.grad(-s.log_p.sum() if k == 1 else 0 * s.log_p.sum(), phi, allow_unused=True)
+
+    def fill(gs):
+        return [g if g is not None else torch.zeros_like(p) for g, p in zip(gs, phi, strict=True)]
+
+    return fill(u), fill(v), fill(w)
+
+
 def variance_objective(g_hat: Sequence[Tensor], n: int = 1) -> Tensor:
     """sum of squared estimates of the gradient of phi: its theta-gradient equals that of the total variance.
 
@@ -149,8 +170,11 @@ class ControlVariateEstimator(Estimator):
         eta: initial scale of the control variate.
         num_samples: k samples per estimate; k > 1 uses leave-one-out baselines.
         self_tuning: learn eta, log tau and (k = 1) a baseline beta online by gradient descent on the
-            estimator's own second moment sum(g_hat^2) (REBAR/RELAX papers). Costs a double backward
-            through the control variate.
+            estimator's own second moment sum(g_hat^2) (REBAR/RELAX papers).
+        tune_temperature: with ``self_tuning``, also learn tau. Its gradient needs a double backward
+            through the control variate (several times the cost of an estimate when c is the
+            supernet); without it eta and beta are tuned from first-order gradients in closed form
+            (g_hat is linear in them), at the cost of the fixed-setting estimator.
         tune_lr: Adam learning rate of the tuned quantities.
     """
 
@@ -161,6 +185,7 @@ class ControlVariateEstimator(Estimator):
         num_samples: int = 1,
         self_tuning: bool = False,
         tune_lr: float = 0.01,
+        tune_temperature: bool = True,
     ):
         super().__init__()
         tau = check_temperature(temperature)
@@ -170,11 +195,12 @@ class ControlVariateEstimator(Estimator):
             raise ValueError(f"tune_lr must be > 0, got {tune_lr}.")
         self.num_samples = num_samples
         self.self_tuning = bool(self_tuning)
+        self.tune_temperature = bool(tune_temperature)
         self.tune_lr = float(tune_lr)
         init = {"log_temperature": math.log(tau), "eta": float(eta), "beta": 0.0}
         for name, value in init.items():
             t = torch.tensor(value)
-            if self.self_tuning:
+            if self.self_tuning and (name != "log_temperature" or self.tune_temperature):
                 self.register_parameter(name, nn.Parameter(t))
             else:
                 self.register_buffer(name, t)
@@ -191,10 +217,11 @@ class ControlVariateEstimator(Estimator):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the estimator's own optimizer updates."""
-        return [self.log_temperature, self.eta, self.beta] if self.self_tuning else []
+        return [p for p in (self.log_temperature, self.eta, self.beta) if isinstance(p, nn.Parameter)]
 
     def uses_variance_objective(self) -> bool:
-        return self.self_tuning
+        """True when tuning needs the estimate as a graph (double backward); else eta, beta are closed-form."""
+        return self.self_tuning and self.tune_temperature
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -207,6 +234,7 @@ class ControlVariateEstimator(Estimator):
             "eta": round(float(self.eta.detach()), 4),
             "num_samples": self.num_samples,
             "self_tuning": self.self_tuning,
+            **({"tune_temperature": self.tune_temperature} if self.self_tuning else {}),
         }
 
     def _get_optimizer(self) -> torch.optim.Optimizer | None:
@@ -233,9 +261,10 @@ class ControlVariateEstimator(Estimator):
     # -- the estimate ----------------------------------------------------------------------------
     def surrogate(self, logits, loss_fn):
         phi = list(logits.values())
-        tau = self.temperature if self.self_tuning else float(self.temperature.detach())
-        eta = self.eta if self.self_tuning else float(self.eta.detach())
-        beta = self.beta if self.self_tuning else 0.0
+        graph = self.uses_variance_objective()
+        tau = self.temperature if isinstance(self.log_temperature, nn.Parameter) else float(self.temperature.detach())
+        eta = self.eta if graph else float(self.eta.detach())
+        beta = self.beta if graph else float(self.beta.detach())
         s = draw(
             logits,
             loss_fn,
@@ -245,10 +274,14 @@ class ControlVariateEstimator(Estimator):
             on_first_value=lambda n: self.prepare(strip_batch(logits, n)),
         )
         opt = self._get_optimizer()
-        if self.uses_variance_objective():
+        closed_form: dict[str, Tensor] = {}
+        if graph:
             g_hat = explicit_estimate(s, phi, eta, beta)
             loss = linear_surrogate(phi, g_hat)
             objective = variance_objective(g_hat, s.n)
+        elif self.self_tuning:
+            loss, closed_form = self._closed_form_tuning(s, phi, eta, beta)
+            objective = None
         else:
             loss = surrogate_loss(s, eta, beta)
             objective = None
@@ -257,12 +290,31 @@ class ControlVariateEstimator(Estimator):
         extra = self.extra_objective(s)
         if extra is not None:
             objective = extra if objective is None else objective + extra
-        if opt is not None and objective is not None:
+        if opt is not None and (objective is not None or closed_form):
             params = self.trainable_parameters()
-            grads = torch.autograd.grad(objective, params, allow_unused=True)
+            grads = [None] * len(params)
+            if objective is not None:
+                grads = list(torch.autograd.grad(objective, params, allow_unused=True))
+            for i, p in enumerate(params):
+                extra_grad = closed_form.get(next((n for n, q in self.named_parameters() if q is p), ""))
+                if extra_grad is not None:
+                    grads[i] = extra_grad if grads[i] is None else grads[i] + extra_grad
             opt.zero_grad(set_to_none=True)
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
         return EstimatorOutput(loss=loss, arch=s.z[0], value=s.f[0].mean())
+
+    def _closed_form_tuning(self, s: CVSamples, phi, eta: float, beta: float):
+        """The estimate, and d/d(eta, beta) sum(g_hat^2), from g_hat = (u + eta v + beta w) / (k n)."""
+        u, v, w = linear_parts(s, phi)
+        scale = 1.0 / s.f.numel()
+        g_hat = [(a + eta * b + beta * c) * scale for a, b, c in zip(u, v, w, strict=True)]
+
+        def reduce(t: Tensor) -> Tensor:  # per-example rows all feed the same phi
+            return t.sum(0) if s.n > 1 else t
+
+        d_eta = sum((2 * reduce(g) * reduce(b) * scale).sum() for g, b in zip(g_hat, v, strict=True))
+        d_beta = sum((2 * reduce(g) * reduce(c) * scale).sum() for g, c in zip(g_hat, w, strict=True))
+        return linear_surrogate(phi, g_hat), {"eta": d_eta.reshape(()), "beta": d_beta.reshape(())}

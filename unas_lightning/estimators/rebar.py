@@ -24,8 +24,8 @@ class Rebar(ControlVariateEstimator):
     unbiased while they move. With ``num_samples=k > 1`` each sample's baseline is the leave-one-out
     mean of the other samples' residuals L(z_j) - eta L(zeta~_j).
 
-    Cost per step: k x (1 discrete + 2 relaxed evaluations of ``loss_fn``); self-tuning adds a
-    double backward through the relaxed evaluations.
+    Cost per step: k x (1 discrete + 2 relaxed evaluations of ``loss_fn``); self-tuning the
+    temperature adds a double backward through the relaxed evaluations.
 
     Args:
         temperature: (initial) tau of both relaxations; the paper's code uses 0.4.
@@ -33,6 +33,9 @@ class Rebar(ControlVariateEstimator):
         num_samples: samples per estimate (k).
         self_tuning: learn eta, temperature and beta by minimizing the estimator's variance.
         tune_lr: learning rate of the self-tuning Adam optimizer.
+        tune_temperature: with ``self_tuning``, learn tau as well (a double backward through the
+            relaxed loss, several times the cost of an estimate on a supernet); ``False`` tunes eta and
+            beta only, in closed form, at the cost of the fixed-setting estimator.
 
     Examples:
         >>> import torch

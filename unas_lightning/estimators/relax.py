@@ -39,6 +39,7 @@ class Relax(ControlVariateEstimator):
         fit: how g is trained (see above).
         self_tuning: also learn eta, temperature and beta by the variance objective.
         tune_lr: learning rate of the estimator's Adam optimizer (g and the tuned quantities).
+        tune_temperature: with ``self_tuning``, also learn tau (needs a double backward through g).
 
     Examples:
         >>> import torch
@@ -60,10 +61,11 @@ class Relax(ControlVariateEstimator):
         fit: Literal["regression", "variance", "both", "none"] = "regression",
         self_tuning: bool = False,
         tune_lr: float = 0.01,
+        tune_temperature: bool = True,
     ):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {list(FITS)}, got {fit!r}.")
-        super().__init__(temperature, eta, num_samples, self_tuning, tune_lr)
+        super().__init__(temperature, eta, num_samples, self_tuning, tune_lr, tune_temperature)
         self.g = surrogate if surrogate is not None else LinearSurrogate()
         self.fit = fit
 
@@ -82,7 +84,7 @@ class Relax(ControlVariateEstimator):
         return super().trainable_parameters() + own
 
     def uses_variance_objective(self) -> bool:
-        return self.self_tuning or self.fit in ("variance", "both")
+        return super().uses_variance_objective() or self.fit in ("variance", "both")
 
     def extra_objective(self, s: CVSamples):
         if self.fit not in ("regression", "both"):
