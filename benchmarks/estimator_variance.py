@@ -212,7 +212,7 @@ def part_b(args) -> None:
                 "total ratio at equal evals": f"{total * e / ref_evals:.3f}",
                 "s / estimate": f"{seconds:.3f}",
                 "state after adaptation": ", ".join(f"{k}={v}" for k, v in hp.items() if k in ("temperature", "eta")),
-                "beta": f"{float(est.beta):.3f}" if isinstance(est := estimators_by_name[name], Rebar) else "",
+                "beta": f"{float(est.beta.detach()):.3f}" if isinstance(est := estimators_by_name[name], Rebar) else "",
             }
         )
     print("## (b) DARTS supernet on Fashion-MNIST: variance relative to Reinforce\n")
@@ -269,7 +269,7 @@ def part_c(args) -> None:
         ("Reinforce, no baseline (Eq. 1)", lambda: Reinforce(use_baseline=False)),
         ("Reinforce, EMA baseline", Reinforce),
         ("Rebar (paper: tau=0.4, eta=1)", Rebar),
-        ("Rebar self-tuning", lambda: Rebar(self_tuning=True)),
+        ("Rebar self-tuning eta, beta, tau", lambda: Rebar(self_tuning=True)),
         ("Relax (linear g, regression)", Relax),
         ("Relax (linear g, self-tuning + variance fit)", lambda: Relax(fit="both", self_tuning=True)),
     ]

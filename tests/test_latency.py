@@ -133,3 +133,46 @@ def test_latency_term_settings_are_checked():
     assert [term.weight_at(e) for e in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
     assert float(term.penalty(torch.tensor(15.0))) == pytest.approx(0.5)
     assert float(term.penalty(torch.tensor(5.0))) == 0.0
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_quick_latency_config_measures_real_latency_end_to_end(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import ROOT, subprocess_env, unas_cli
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from unas_lightning.genotypes import load_genotype
+    from unas_lightning.spaces import ProxylessGenotype
+
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/proxyless_latency_quick.yaml"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.callbacks.init_args.num_archs", "12",
+        "--trainer.callbacks.init_args.repeats", "3",
+        "--data.init_args.batch_size", "8",
+        "--data.init_args.max_train_examples", "256",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    genotype = load_genotype(next(tmp_path.rglob("genotype.json")))
+    assert isinstance(genotype, ProxylessGenotype) and len(genotype.ops) == 21
+    report = json.loads(next(tmp_path.rglob("latency_report.json")).read_text())
+    assert report["measured_ms"] > 0 and report["predicted_ms"] > 0 and report["device"] == "cpu"
+    assert report["surrogate"]["n_train"] + report["surrogate"]["n_test"] == 12
+    assert report["genotype"] == genotype.to_dict()
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("latency/measured_ms", "latency/predicted_ms", "latency/mode_ms", "latency/surrogate_mape"):
+        assert tag in tags, sorted(tags)
+    assert all(e.value > 0 for e in events.Scalars("latency/measured_ms"))

@@ -85,11 +85,14 @@ class LatencyTerm(nn.Module):
     def prepare(self, logits) -> None:
         self.latency_model.materialize(logits)
         self.estimator.prepare(logits)
+        if getattr(self.estimator, "fit", None) == "none":  # g is fitted by the callback, not by gradients
+            self.latency_model.requires_grad_(False)
 
     def set_latency_model(self, model: LinearSurrogate, mean_latency_ms: float) -> None:
         """Install a fitted latency model (ms); the reference defaults to the sample mean latency."""
         with torch.no_grad():
             self.latency_model.materialize(dict(model.weight.items()))
+            self.latency_model.requires_grad_(self.latency_model.bias.requires_grad)  # new weights follow
             for k, w in model.weight.items():
                 self.latency_model.weight[k].copy_(w)
             self.latency_model.bias.copy_(model.bias)

@@ -1,0 +1,59 @@
+"""Published genotypes shipped as JSON, and loading a genotype by name or path.
+
+ProxylessNAS space (backbone of the official UNAS code and of ProxylessNAS-GPU: stem 40, first block
+24, stage widths 32-56-112-128-256-432, feature mix 1728):
+
+* ``PROXYLESS_GPU``: ProxylessNAS-GPU (Cai et al. 2019), 13 MBConv layers, 7.1M parameters.
+* ``UNAS_PROXYLESS``: the network UNAS found in that space for a V100 (paper Fig. 5), 16 layers.
+
+Both are transcribed from the official UNAS code (``proxylessnas/genotypes.py``), whose per-layer
+lists are split into the 6 shape-changing and the 15 other layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from unas_lightning.spaces.darts_genotype import DartsGenotype
+from unas_lightning.spaces.proxyless_genotype import ProxylessGenotype
+
+HERE = Path(__file__).resolve().parent
+Genotype = DartsGenotype | ProxylessGenotype
+
+
+def published() -> list[str]:
+    """Names of the genotypes shipped with the package."""
+    return sorted(p.stem for p in HERE.glob("*.json"))
+
+
+def genotype_from_dict(data: dict) -> Genotype:
+    """A genotype of whichever space its ``"space"`` field names."""
+    space = data.get("space")
+    if space == "proxyless":
+        return ProxylessGenotype.from_dict(data)
+    if space in ("darts", None):
+        return DartsGenotype.from_dict(data)
+    raise ValueError(f"genotype for an unknown space {space!r}; expected 'darts' or 'proxyless'.")
+
+
+def load_genotype(name_or_path: str | os.PathLike) -> Genotype:
+    """Load a published genotype by name (e.g. ``"PROXYLESS_GPU"``) or any genotype JSON file by path.
+
+    Examples:
+        >>> load_genotype("PROXYLESS_GPU").depth()
+        13
+    """
+    text = str(name_or_path)
+    path = HERE / f"{text}.json" if text in published() else Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no genotype {text!r}: give a JSON file path or one of {published()}.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    return genotype_from_dict(data)
+
+
+__all__ = ["Genotype", "genotype_from_dict", "load_genotype", "published"]
