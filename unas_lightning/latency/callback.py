@@ -158,7 +158,8 @@ class LatencyCallback(L.Callback):
         archs = [ArchDistribution(logits).sample(generator=gen) for _ in range(self.num_archs)]
         latencies = [0.0] * len(archs)
         if trainer.is_global_zero:
-            progress = _progress(len(archs), "timing architectures for the latency surrogate")
+            show = trainer.progress_bar_callback is not None
+            progress = _progress(len(archs), "timing architectures for the latency surrogate", show)
             for i, arch in enumerate(archs):
                 latencies[i] = self.measure(arch)
                 progress(i + 1)
@@ -223,8 +224,10 @@ class LatencyCallback(L.Callback):
         return arch
 
 
-def _progress(total: int, description: str):
-    """A tqdm progress bar when available, else a quiet counter."""
+def _progress(total: int, description: str, show: bool = True):
+    """A tqdm progress bar (when shown and available), else a quiet counter."""
+    if not show:
+        return lambda n: None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover

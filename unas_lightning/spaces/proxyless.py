@@ -121,6 +121,8 @@ class ProxylessSpace(SearchSpace):
         width_mult: multiplies every channel count of ``backbone`` (small proxies: e.g. 0.35).
         backbone: the fixed chain; default ProxylessNAS for ImageNet (21 layers).
         stem_stride: stride of the stem convolution (overrides the backbone's; 1 for 28x28 inputs).
+        channels_last: run the supernet in the channels-last memory format (about 1.5-2x faster
+            depthwise convolutions on CPU, the fast layout for cuDNN).
 
     Examples:
         >>> import torch
@@ -138,6 +140,7 @@ class ProxylessSpace(SearchSpace):
         width_mult: float = 1.0,
         backbone: ProxylessBackbone | None = None,
         stem_stride: int | None = None,
+        channels_last: bool = True,
     ):
         super().__init__()
         for name, value in [("in_channels", in_channels), ("num_classes", num_classes)]:
@@ -161,6 +164,9 @@ class ProxylessSpace(SearchSpace):
         self.feature_mix = conv_bn_act(bb.widths[-1], bb.feature_mix, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(bb.feature_mix, num_classes)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # -- forward -------------------------------------------------------------------------------
     def plan(self, arch: Mapping[str, Tensor]) -> list[list[tuple[str, Tensor | None]]]:
@@ -197,6 +203,8 @@ class ProxylessSpace(SearchSpace):
 
     def forward(self, x: Tensor, arch: Mapping[str, Tensor]) -> Tensor:
         """Logits of the network selected (one-hot rows) or mixed (relaxed rows) by ``arch``."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.first_block(self.stem(x))
         for layer, terms in zip(self.layers, self.plan(arch), strict=True):
             x = layer(x, terms)
@@ -229,7 +237,7 @@ class ProxylessSpace(SearchSpace):
         genotype = genotype if genotype is not None else self.genotype()
         genotype.check(self.backbone)
         net = ProxylessNet(genotype, self.in_channels, self.num_classes)
-        if copy_weights:
+        if copy_weights:  # copies keep the supernet's memory format; values are identical
             net.stem = copy.deepcopy(self.stem)
             net.first_block = copy.deepcopy(self.first_block)
             kept = [i for i, op in enumerate(genotype.ops) if op != SKIP]
