@@ -7,6 +7,7 @@ from unas_lightning.data import (
     MNISTDataModule,
     VisionDataModule,
 )
+from unas_lightning.retrain import RetrainModule
 from unas_lightning.search import SearchModule
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "CIFAR100DataModule",
     "FashionMNISTDataModule",
     "MNISTDataModule",
+    "RetrainModule",
     "SearchModule",
     "VisionDataModule",
 ]

@@ -24,6 +24,8 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from unas_lightning.augment import augment_batch
+
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
@@ -63,6 +65,9 @@ class VisionDataModule(L.LightningDataModule):
         max_train_examples: use only this many training examples (quick runs); None for all.
         split_seed: seed of the search-train/search-val split (independent of the run seed).
         download: let torchvision download the data set into ``root`` (needs internet).
+        crop_padding: training augmentation (``split="full"`` only): random crops after zero padding.
+        flip: training augmentation: random horizontal flips.
+        cutout: training augmentation: cutout square side (0 disables; DARTS uses 16 on CIFAR).
     """
 
     in_channels: int = 1
@@ -81,6 +86,9 @@ class VisionDataModule(L.LightningDataModule):
         max_train_examples: int | None = None,
         split_seed: int = 0,
         download: bool = False,
+        crop_padding: int = 0,
+        flip: bool = False,
+        cutout: int = 0,
     ):
         super().__init__()
         if split not in ("search", "full"):
@@ -100,6 +108,9 @@ class VisionDataModule(L.LightningDataModule):
         self.max_train_examples = max_train_examples
         self.split_seed = split_seed
         self.download = download
+        if crop_padding < 0 or cutout < 0:
+            raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding} and {cutout}.")
+        self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
         self._train: Dataset | None = None
         self._test: Dataset | None = None
 
@@ -153,6 +164,15 @@ class VisionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment full-split training batches on the device (search batches are never augmented)."""
+        trainer = self._trainer
+        training = trainer is not None and trainer.training
+        if training and self.split == "full" and (self.crop_padding or self.flip or self.cutout):
+            x, y = batch
+            batch = (augment_batch(x, self.crop_padding, self.flip, self.cutout), y)
+        return batch
 
     def train_dataloader(self):
         if self.split == "full":

@@ -1,0 +1,236 @@
+"""Evaluation networks of DARTS-space genotypes (paper Sec. 4: cells stacked and retrained from scratch).
+
+``DartsNetworkCIFAR`` is the CIFAR setting of DARTS/UNAS (20 cells, 36 initial channels, auxiliary
+head after the cell at 2/3 depth, drop-path); ``DartsNetworkImageNet`` the ImageNet mobile setting
+(14 cells, 48 channels, a stem of three stride-2 convolutions, auxiliary head). Both accept any number
+of input channels (1 for Fashion-MNIST, 3 for CIFAR/ImageNet). Every intermediate node is
+concatenated into the cell output (the factorized cell has no pruning step).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from unas_lightning.spaces.darts import reduction_layers
+from unas_lightning.spaces.darts_genotype import DartsGenotype
+from unas_lightning.spaces.darts_ops import OPS, FactorizedReduce, ReLUConvBN
+
+
+def drop_path(x: Tensor, drop_prob: float) -> Tensor:
+    """Zero whole examples of a branch with probability ``drop_prob`` (rescaling the rest)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class Cell(nn.Module):
+    """A fixed cell of a genotype: node n = op_a(state_i) + op_b(state_j)."""
+
+    def __init__(self, genotype: DartsGenotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        nodes = genotype.nodes("reduce" if reduction else "normal")
+        self.inputs = [node.inputs for node in nodes]
+        self.ops = nn.ModuleList(
+            nn.ModuleList(
+                OPS[op](c, 2 if reduction and i < 2 else 1, True, True)
+                for i, op in zip(node.inputs, node.ops, strict=True)
+            )
+            for node in nodes
+        )
+        self.multiplier = len(nodes)
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for inputs, ops in zip(self.inputs, self.ops, strict=True):
+            out = 0
+            for i, op in zip(inputs, ops, strict=True):
+                h = op(states[i])
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                out = out + h
+            states.append(out)
+        return torch.cat(states[2:], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on an 8x8 feature map (DARTS)."""
+
+    def __init__(self, c: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),  # 1x1 already for 8x8 inputs; also accepts 7x7 (28x28 images)
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier on a 14x14 feature map (DARTS ImageNet)."""
+
+    def __init__(self, c: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _DartsNetwork(nn.Module):
+    """Shared body: cells, auxiliary head at 2/3 depth, global pooling, classifier."""
+
+    aux_head: type[nn.Module]
+
+    def _build_cells(self, genotype, layers, c, c_stem, reduction_prev, num_classes, auxiliary):
+        genotype.check(len(genotype.normal), tuple(OPS))
+        c_pp, c_p, c_curr = c_stem, c_stem, c
+        self.cells = nn.ModuleList()
+        reductions = reduction_layers(layers)
+        self.aux_position = 2 * layers // 3
+        c_aux = None
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                c_curr *= 2
+            cell = Cell(genotype, c_pp, c_p, c_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_position:
+                c_aux = c_p
+        self.auxiliary = self.aux_head(c_aux, num_classes) if auxiliary else None
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def stem_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits; in training mode with an auxiliary head, (logits, auxiliary logits)."""
+        s0, s1 = self.stem_forward(x)
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_position and self.auxiliary is not None and self.training:
+                aux = self.auxiliary(s1)
+        logits = self.classifier(self.pool(s1).flatten(1))
+        return (logits, aux) if aux is not None else logits
+
+
+class DartsNetworkCIFAR(_DartsNetwork):
+    """The DARTS/UNAS CIFAR evaluation network of a genotype.
+
+    Args:
+        genotype: the normal and reduction cells.
+        in_channels: image channels.
+        num_classes: classifier outputs.
+        channels: initial channels C (paper: 36).
+        layers: number of cells (paper: 20).
+        auxiliary: add the auxiliary head after the cell at 2/3 depth (paper: weight 0.4).
+        stem_multiplier: the stem has ``stem_multiplier * C`` channels.
+
+    ``drop_path_prob`` is an attribute set by the training loop (linear ramp, paper: up to 0.2 / 0.3).
+
+    Examples:
+        >>> import torch
+        >>> from unas_lightning.genotypes import load_genotype
+        >>> net = DartsNetworkCIFAR(load_genotype("DARTS_V2"), in_channels=1, channels=8, layers=5).eval()
+        >>> net(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    aux_head = AuxiliaryHeadCIFAR
+
+    def __init__(
+        self,
+        genotype: DartsGenotype,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        channels: int = 36,
+        layers: int = 20,
+        auxiliary: bool = True,
+        stem_multiplier: int = 3,
+    ):
+        super().__init__()
+        self.drop_path_prob = 0.0
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self._build_cells(genotype, layers, channels, c_stem, False, num_classes, auxiliary)
+
+    def stem_forward(self, x):
+        s = self.stem(x)
+        return s, s
+
+
+class DartsNetworkImageNet(_DartsNetwork):
+    """The DARTS/UNAS ImageNet (mobile setting) evaluation network of a genotype.
+
+    Args:
+        genotype: the normal and reduction cells.
+        in_channels: image channels.
+        num_classes: classifier outputs.
+        channels: initial channels C (paper: 48).
+        layers: number of cells (paper: 14).
+        auxiliary: add the auxiliary head after the cell at 2/3 depth.
+    """
+
+    aux_head = AuxiliaryHeadImageNet
+
+    def __init__(
+        self,
+        genotype: DartsGenotype,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        channels: int = 48,
+        layers: int = 14,
+        auxiliary: bool = True,
+    ):
+        super().__init__()
+        self.drop_path_prob = 0.0
+        c = channels
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)
+        )
+        self._build_cells(genotype, layers, c, c, True, num_classes, auxiliary)
+
+    def stem_forward(self, x):
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
+def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
+    """Parameters of a network; by default without the auxiliary head (as DARTS and UNAS report)."""
+    return sum(p.numel() for n, p in model.named_parameters() if include_auxiliary or not n.startswith("auxiliary."))
