@@ -8,8 +8,8 @@
 (a) The ProxylessNAS space of configs/search/proxyless_latency_quick.yaml (width x0.25, 28x28 inputs,
     batch 32, 1 CPU thread): N architectures sampled uniformly and timed (median of 10 after 3 warm-up
     runs), the linear surrogate fitted by ridge regression on 80% and evaluated on 20%. Eager PyTorch
-    for N = 200 and 1000, ``torch.compile`` for ``--compiled-archs`` architectures (each compiles first,
-    ~10 s on this CPU).
+    and ``torch.compile`` (each network compiles first, ~2 s on this CPU) for N = 200 and 1000
+    (``--a-runs``).
 (b) Three searches of the quick config with the hinge latency penalty relu(latency/target - 1) at
     three targets (quantiles of the sampled latencies): the measured latency of the searched
     (most probable) architecture next to its target.
@@ -70,9 +70,8 @@ def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0):
 def part_a(args) -> list[float]:
     space = quick_space()
     rows, eager_latencies = [], []
-    for backend, n in [("eager", 200), ("eager", 1000), ("compile", args.compiled_archs)]:
-        if n <= 0:
-            continue
+    runs = [(b, int(n)) for b, n in (item.split(":") for item in args.a_runs.split(","))]
+    for backend, n in runs:
         archs, lat, seconds = time_archs(space, n, backend)
         if backend == "eager" and not eager_latencies:
             eager_latencies = lat
@@ -193,7 +192,9 @@ def part_c(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["a", "b", "c", "all"], default="all")
-    parser.add_argument("--compiled-archs", type=int, default=40, help="(a) architectures timed with torch.compile")
+    parser.add_argument(
+        "--a-runs", default="eager:200,eager:1000,compile:200", help="(a) backend:N pairs to time and fit"
+    )
     parser.add_argument("--b-epochs", type=int, default=3)
     parser.add_argument("--b-steps", type=int, default=40)
     parser.add_argument("--genotype", type=Path, default=None, help="(c) a searched ProxylessNAS genotype.json")

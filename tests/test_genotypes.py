@@ -82,3 +82,21 @@ def test_malformed_genotypes_are_rejected_with_a_clear_message(bad, message, tmp
 def test_unknown_genotype_name_lists_the_published_ones():
     with pytest.raises(FileNotFoundError, match="UNAS_CIFAR10"):
         load_genotype("UNAS_CIFAR11")
+
+
+@pytest.mark.parametrize("name", ["UNAS_CIFAR10", "UNAS_PROXYLESS"])
+def test_drawings_are_written_by_the_documented_command(name, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    genotype = load_genotype(name).save(tmp_path / "genotype.json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "unas_lightning.visualize", str(genotype)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    expected = ["genotype_normal.png", "genotype_reduce.png"] if name.startswith("UNAS_C") else ["genotype_network.png"]
+    assert written == expected
+    assert all((tmp_path / f).stat().st_size > 5000 for f in written)

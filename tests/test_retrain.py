@@ -47,7 +47,7 @@ def test_bad_retrain_settings_stop_early():
         RetrainModule("DARTS_V2", drop_path_prob=1.5)
     with pytest.raises(ValueError, match="does not fit a ProxylessNAS-space genotype"):
         RetrainModule("PROXYLESS_GPU", network="cifar")
-    with pytest.raises(FileNotFoundError, match="published"):
+    with pytest.raises(FileNotFoundError, match="give a JSON file path or one of"):
         RetrainModule("no/such/genotype.json")
 
 

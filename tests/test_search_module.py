@@ -137,3 +137,25 @@ def test_per_example_search_step_gives_phi_a_gradient_from_per_example_losses(tm
     phi0 = [p.detach().clone() for p in space.arch_parameters()]
     tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=dm)
     assert any(not torch.equal(a, b) for a, b in zip(phi0, space.arch_parameters(), strict=True))
+
+
+class NaNObjective(SearchModule):
+    """A search whose objective is NaN at every architecture (a diverged loss)."""
+
+    def objective_fn(self, batch, record):
+        inner = super().objective_fn(batch, record)
+        return lambda arch: inner(arch) * float("nan")
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_nan_losses_never_reach_phi_and_a_streak_stops_the_search(tmp_path):
+    L.seed_everything(6)
+    space = DartsSpace(channels=4, layers=3)
+    module = NaNObjective(space, estimator=Reinforce(), max_nonfinite_steps=10)
+    with pytest.warns(UserWarning, match="non-finite estimator loss"):
+        tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in space.arch_parameters())
+    stopping = NaNObjective(DartsSpace(channels=4, layers=3), estimator=Reinforce(), max_nonfinite_steps=1)
+    with pytest.raises(FloatingPointError, match="2 phi-steps in a row"), pytest.warns(UserWarning):
+        tiny_trainer(tmp_path, epochs=1).fit(stopping, datamodule=tiny_data())
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in stopping.space.arch_parameters())

@@ -38,7 +38,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``unas-cli``; user errors exit with status 2 and a one-line message."""
     try:
         UnasCLI(args=args)
-    except (MissingDatasetError, ValueError) as err:
+    except (MissingDatasetError, FileNotFoundError, ValueError) as err:
         print(f"unas-cli: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -167,7 +167,7 @@ class VisionDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment full-split training batches on the device (search batches are never augmented)."""
-        trainer = self._trainer
+        trainer = self.trainer
         training = trainer is not None and trainer.training
         if training and self.split == "full" and (self.crop_padding or self.flip or self.cutout):
             x, y = batch

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -150,7 +151,8 @@ class RetrainModule(L.LightningModule):
         """Multiply-adds of one forward pass of one image (``torch.utils.flop_counter``, FLOPs / 2)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        size = self.trainer.datamodule.example_shape if self._trainer is not None else (self.in_channels, 32, 32)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        size = getattr(dm, "example_shape", None) or (self.in_channels, 32, 32)
         was_training = self.net.training
         self.net.eval()
         try:
@@ -174,9 +176,13 @@ class RetrainModule(L.LightningModule):
             raise ValueError("retraining uses the whole training set: set --data.init_args.split full.")
 
     def on_fit_start(self) -> None:
-        self.log_dict(
-            {"model/params_M": self.num_parameters / 1e6, "model/madds_M": self.multiply_adds() / 1e6},
-            rank_zero_only=True,
+        """Log the network's size once (parameters without the auxiliary head, multiply-adds)."""
+        stats = {"model/params_M": self.num_parameters / 1e6, "model/madds_M": self.multiply_adds() / 1e6}
+        if self.logger is not None and self.trainer.is_global_zero:
+            self.logger.log_metrics(stats, step=0)
+        rank_zero_info(
+            f"retraining {type(self.net).__name__}: {stats['model/params_M']:.2f}M parameters, "
+            f"{stats['model/madds_M']:.0f}M multiply-adds per image"
         )
 
     def configure_optimizers(self):

@@ -69,6 +69,8 @@ class SearchModule(L.LightningModule):
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
         phi_scheduler: LR scheduler factory for phi (default none).
         w_grad_clip: max gradient norm of the w-step (None disables clipping).
+        max_nonfinite_steps: phi-steps with a NaN/inf loss are skipped with a warning; more than this
+            many in a row stop the search with an error (phi keeps its last good value).
         latency: a ``LatencyTerm`` adding lambda_lat * L_lat(z) (measured latency, through RELAX) to
             the phi-step; needs a ``LatencyCallback`` among the trainer's callbacks.
 
@@ -96,6 +98,7 @@ class SearchModule(L.LightningModule):
         phi_scheduler: LRSchedulerCallable | None = None,
         w_grad_clip: float | None = 5.0,
         latency: LatencyTerm | None = None,
+        max_nonfinite_steps: int = 10,
     ):
         super().__init__()
         objectives.check_objective(objective, gen_lambda)
@@ -118,6 +121,10 @@ class SearchModule(L.LightningModule):
         if latency is not None and not isinstance(latency, LatencyTerm):
             raise TypeError(f"latency must be a unas_lightning.latency.LatencyTerm, got {type(latency).__name__}.")
         self.latency = latency
+        if max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}.")
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._nonfinite_streak = 0
         if latency is not None:
             latency.prepare(dict(space.arch))
         self.objective = objective
@@ -250,8 +257,16 @@ class SearchModule(L.LightningModule):
                 }
             )
         if not torch.isfinite(loss.detach()):
+            self._nonfinite_streak += 1
+            if self._nonfinite_streak > self.max_nonfinite_steps:
+                raise FloatingPointError(
+                    f"{self._nonfinite_streak} phi-steps in a row had a non-finite loss (NaN/inf); the search "
+                    "stops here so phi stays at its last good value (the last checkpoint is kept). Lower the "
+                    "learning rates or check the data."
+                )
             warnings.warn(f"non-finite estimator loss at step {self.global_step}; phi-step skipped.", stacklevel=2)
             return logs
+        self._nonfinite_streak = 0
         opt_phi.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_phi.step()

@@ -58,6 +58,20 @@ class Cell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+class AuxPool(nn.Module):
+    """DARTS's auxiliary-head average pooling; small maps (e.g. 7x7 from 28x28 images) pool to 2x2."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(kernel, stride=stride, padding=0, count_include_pad=False)
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) < self.kernel + self.stride:  # the DARTS pooling would leave less than 2x2
+            return nn.functional.adaptive_avg_pool2d(x, 2)
+        return self.pool(x)
+
+
 class AuxiliaryHeadCIFAR(nn.Module):
     """Auxiliary classifier on an 8x8 feature map (DARTS)."""
 
@@ -65,14 +79,14 @@ class AuxiliaryHeadCIFAR(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            AuxPool(5, 3),
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
             nn.BatchNorm2d(768),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),  # 1x1 already for 8x8 inputs; also accepts 7x7 (28x28 images)
+            nn.AdaptiveAvgPool2d(1),
         )
         self.classifier = nn.Linear(768, num_classes)
 
@@ -87,7 +101,7 @@ class AuxiliaryHeadImageNet(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            AuxPool(5, 2),
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
