@@ -67,6 +67,9 @@ def check_settings(batch_size: int, warmup: int, repeats: int, backend: str) -> 
 def prepare(model: nn.Module, backend: Backend) -> nn.Module:
     """The module to time: ``model`` itself, or its ``torch.compile`` version."""
     if backend == "compile":
+        # Every network compiles from scratch: without the reset, dynamo's per-code cache (8 entries by
+        # default) fills after a few architectures and later ones silently run eagerly.
+        torch._dynamo.reset()
         return torch.compile(model, dynamic=False)
     return model
 
