@@ -124,3 +124,18 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path):
     g0 = json.loads((probe_dir / "genotype_rank0.json").read_text())
     g1 = json.loads((probe_dir / "genotype_rank1.json").read_text())
     assert g0 == g1 == _genotype_in(tmp_path).to_dict()
+
+
+def test_imagenet_latency_config_parses_and_stops_early_without_imagenet(tmp_path):
+    """The GPU config is complete; without ImageNet the run stops before any work with how to fix it."""
+    args = [
+        *unas_cli(), "fit", "--config", str(ROOT / "configs/search/proxyless_imagenet_latency.yaml"),
+        "--trainer.accelerator", "cpu",
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--data.init_args.root", str(tmp_path / "no_imagenet"),
+    ]  # fmt: skip
+    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "DIR/train and DIR/val" in proc.stderr
+    assert not list(tmp_path.rglob("genotype.json"))

@@ -4,6 +4,7 @@ from unas_lightning.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     FashionMNISTDataModule,
+    ImageNetDataModule,
     MNISTDataModule,
     VisionDataModule,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "FashionMNISTDataModule",
+    "ImageNetDataModule",
     "MNISTDataModule",
     "RetrainModule",
     "SearchModule",

@@ -280,5 +280,61 @@ class CIFAR100DataModule(CIFAR10DataModule):
     torchvision_class = "CIFAR100"
 
 
+class ImageNetDataModule(VisionDataModule):
+    """ImageNet (or any class-per-folder image set) from ``root/train`` and ``root/val`` folders.
+
+    Images are decoded by worker processes with torchvision transforms (random-resized crops and flips
+    for training, resize + centre crop for evaluation) instead of living in memory. ``split="search"``
+    splits ``root/train`` into search-train and search-val as for the other data sets; ``"full"``
+    trains on ``root/train`` and evaluates on ``root/val``.
+
+    Args:
+        image_size: side of the square crops (224 for ImageNet; smaller for proxies).
+        num_classes: number of class folders (1000 for ImageNet).
+        (the rest as for ``VisionDataModule``)
+    """
+
+    in_channels = 3
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, *args, image_size: int = 224, num_classes: int = 1000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_classes = num_classes
+        self.image_size = (image_size, image_size)
+
+    def _folder(self, part: str, train: bool):
+        import torchvision
+        from torchvision import transforms as T
+
+        path = Path(self.root or "").expanduser() / part
+        if not self.root or not path.is_dir():
+            raise MissingDatasetError(
+                f"ImageNet folder {path} not found: pass --data.init_args.root DIR where DIR/train and DIR/val "
+                "hold one sub-folder of images per class (ImageNet cannot be downloaded automatically)."
+            )
+        size = self.image_size[0]
+        normalize = T.Normalize(self.mean, self.std)
+        if train:
+            tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+        else:
+            tf = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.ToTensor(), normalize])
+        ds = torchvision.datasets.ImageFolder(str(path), transform=tf)
+        if len(ds.classes) != self.num_classes:
+            raise ValueError(
+                f"{path} has {len(ds.classes)} class folders but num_classes={self.num_classes}; "
+                f"set --data.init_args.num_classes {len(ds.classes)}."
+            )
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self._train is None:
+            full = self._folder("train", train=True)
+            if self.max_train_examples is not None and self.max_train_examples < len(full):
+                full = Subset(full, range(self.max_train_examples))
+            self._train = full
+        if (stage in (None, "test") or self.split == "full") and self._test is None:
+            self._test = self._folder("val", train=False)
+
+
 def batch_size_of(batch: tuple[Tensor, Tensor]) -> int:
     return int(batch[0].shape[0])
