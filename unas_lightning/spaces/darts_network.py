@@ -72,36 +72,15 @@ class AuxPool(nn.Module):
         return self.pool(x)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier on an 8x8 feature map (DARTS)."""
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier: 5x5 average pooling (stride 3 on CIFAR's 8x8 maps, 2 on ImageNet's 14x14),
+    1x1 convolution to 128, 2x2 convolution to 768, linear classifier."""
 
-    def __init__(self, c: int, num_classes: int):
+    def __init__(self, c: int, num_classes: int, pool_stride: int = 3):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=True),
-            AuxPool(5, 3),
-            nn.Conv2d(c, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.features(x).flatten(1))
-
-
-class AuxiliaryHeadImageNet(nn.Module):
-    """Auxiliary classifier on a 14x14 feature map (DARTS ImageNet)."""
-
-    def __init__(self, c: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            AuxPool(5, 2),
+            AuxPool(5, pool_stride),
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
@@ -119,7 +98,7 @@ class AuxiliaryHeadImageNet(nn.Module):
 class _DartsNetwork(nn.Module):
     """Shared body: cells, auxiliary head at 2/3 depth, global pooling, classifier."""
 
-    aux_head: type[nn.Module]
+    aux_pool_stride: int = 3
 
     def _build_cells(self, genotype, layers, c, c_stem, reduction_prev, num_classes, auxiliary):
         genotype.check(len(genotype.normal), tuple(OPS))
@@ -138,7 +117,7 @@ class _DartsNetwork(nn.Module):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if i == self.aux_position:
                 c_aux = c_p
-        self.auxiliary = self.aux_head(c_aux, num_classes) if auxiliary else None
+        self.auxiliary = AuxiliaryHead(c_aux, num_classes, self.aux_pool_stride) if auxiliary else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -179,7 +158,7 @@ class DartsNetworkCIFAR(_DartsNetwork):
         torch.Size([2, 10])
     """
 
-    aux_head = AuxiliaryHeadCIFAR
+    aux_pool_stride = 3
 
     def __init__(
         self,
@@ -214,7 +193,7 @@ class DartsNetworkImageNet(_DartsNetwork):
         auxiliary: add the auxiliary head after the cell at 2/3 depth.
     """
 
-    aux_head = AuxiliaryHeadImageNet
+    aux_pool_stride = 2
 
     def __init__(
         self,
