@@ -1,4 +1,4 @@
-"""A test-only callback that writes each rank's phi and genotype after every epoch."""
+"""A test-only callback that writes each rank's phi, genotype and latency cache after every epoch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import Callback
 
 
 class DumpPhiPerRank(Callback):
-    """Saves ``phi_rank{r}_epoch{e}.pt`` and ``genotype_rank{r}.json`` into ``out_dir``."""
+    """Saves ``phi_rank{r}_epoch{e}.pt``, ``genotype_rank{r}.json`` and, when a ``LatencyCallback`` runs,
+    ``latency_cache_rank{r}_epoch{e}.json`` into ``out_dir``."""
 
     def __init__(self, out_dir: str):
         self.out_dir = Path(out_dir)
@@ -21,3 +22,7 @@ class DumpPhiPerRank(Callback):
         phi = {k: v.detach().cpu().clone() for k, v in pl_module.space.arch.items()}
         torch.save(phi, self.out_dir / f"phi_rank{r}_epoch{e}.pt")
         (self.out_dir / f"genotype_rank{r}.json").write_text(json.dumps(pl_module.space.genotype().to_dict()))
+        for cb in trainer.callbacks:
+            if hasattr(cb, "cache") and hasattr(cb, "measured"):
+                cache = json.dumps(cb.cache, sort_keys=True)
+                (self.out_dir / f"latency_cache_rank{r}_epoch{e}.json").write_text(cache)

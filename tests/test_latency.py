@@ -176,3 +176,48 @@ def test_quick_latency_config_measures_real_latency_end_to_end(tmp_path):
     for tag in ("latency/measured_ms", "latency/predicted_ms", "latency/mode_ms", "latency/surrogate_mape"):
         assert tag in tags, sorted(tags)
     assert all(e.value > 0 for e in events.Scalars("latency/measured_ms"))
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_ddp_two_processes_with_rebar_gen_and_latency_keep_phi_identical(tmp_path):
+    """REBAR + L_gen + measured latency (LatencyCallback) on 2 CPU processes: phi identical after every epoch."""
+    import json
+    import subprocess
+
+    from conftest import ROOT, subprocess_env, unas_cli
+
+    probe = json.dumps({"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / "probe")}})
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/proxyless_latency_quick.yaml"),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
+        "--trainer.strategy", "ddp",
+        "--trainer.max_epochs", "3",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks.init_args.num_archs", "10",
+        "--trainer.callbacks.init_args.repeats", "3",
+        f"--trainer.callbacks+={probe}",
+        "--data.init_args.batch_size", "8",
+        "--data.init_args.max_train_examples", "256",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for epoch in range(3):
+        phi0 = torch.load(tmp_path / "probe" / f"phi_rank0_epoch{epoch}.pt", weights_only=True)
+        phi1 = torch.load(tmp_path / "probe" / f"phi_rank1_epoch{epoch}.pt", weights_only=True)
+        assert all(torch.equal(phi0[k], phi1[k]) for k in phi0), f"phi differs across ranks after epoch {epoch}"
+        cache0, cache1 = (
+            json.loads((tmp_path / "probe" / f"latency_cache_rank{r}_epoch{epoch}.json").read_text()) for r in (0, 1)
+        )
+        assert cache0 == cache1, f"ranks disagree on measured latencies after epoch {epoch}"
+        assert len(cache0) > 10, "no architecture was timed during search"
+    final = torch.load(tmp_path / "probe" / "phi_rank0_epoch2.pt", weights_only=True)
+    assert any(v.abs().sum() > 0 for v in final.values()), "phi never moved"
+    report = json.loads(next(tmp_path.rglob("latency_report.json")).read_text())
+    assert report["measured_ms"] > 0 and report["surrogate"]["n_train"] + report["surrogate"]["n_test"] == 10

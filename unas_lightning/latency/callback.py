@@ -45,9 +45,10 @@ class LatencyCallback(L.Callback):
     At the end of fit it writes ``latency_report.json`` (surrogate error, the derived architecture's
     measured and predicted latency, the target) next to ``genotype.json``.
 
-    Under DDP the surrogate data is measured on rank 0 only and broadcast, so every rank holds the same
-    surrogate; during search each rank times its own sample (on a multi-GPU node each rank owns its
-    GPU). The cache and the surrogate data are saved in checkpoints.
+    Under DDP rank 0 does all timing and broadcasts it: the surrogate data, and at every phi-step the
+    samples of all ranks (gathered, each distinct architecture timed once), so every rank holds the same
+    surrogate and the same cache and no two ranks see different latencies for one architecture (on
+    rank 0's device; the other ranks wait). The cache and the surrogate data are saved in checkpoints.
 
     Args:
         num_archs: architectures timed before search to fit the surrogate (paper: 10,000).
@@ -92,7 +93,7 @@ class LatencyCallback(L.Callback):
         self.measured: list[tuple[dict[str, list[int]], float]] = []  # (arch as indices, ms)
         self.fit_metrics: dict[str, float] = {}
         self.collection_seconds = 0.0
-        self._module = None
+        self._module = self._trainer = None
         self._input_shape: tuple[int, ...] | None = None
         self._phi_steps = 0
 
@@ -106,31 +107,67 @@ class LatencyCallback(L.Callback):
     def key(self, arch: Arch) -> str:
         return json.dumps({k: v.detach().argmax(-1).tolist() for k, v in arch.items()}, sort_keys=True)
 
+    def _time(self, arch: Arch) -> float:
+        """Median latency (ms) of one architecture on this process's device (no cache, no collectives)."""
+        lat = measure_latency(
+            self.network_for(arch),
+            self._input_shape,
+            batch_size=self.batch_size,
+            device=self._module.device,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            backend=self.backend,
+            num_threads=self.num_threads,
+        )
+        return lat.median_ms
+
+    def _remember(self, key: str, ms: float) -> None:
+        self.cache[key] = ms
+        self.measured.append((json.loads(key), ms))
+
     def measure(self, arch: Arch) -> float:
-        """Median latency (ms) of the one-hot ``arch``; cached per architecture."""
-        key = self.key(arch)
-        if key not in self.cache:
-            net = self.network_for(arch)
-            lat = measure_latency(
-                net,
-                self._input_shape,
-                batch_size=self.batch_size,
-                device=self._module.device,
-                warmup=self.warmup,
-                repeats=self.repeats,
-                backend=self.backend,
-                num_threads=self.num_threads,
-            )
-            self.cache[key] = lat.median_ms
-            self.measured.append((json.loads(key), lat.median_ms))
-        return self.cache[key]
+        """Median latency (ms) of the one-hot ``arch``; cached per architecture.
+
+        Under DDP this is a collective: every rank calls it the same number of times (each with its own
+        sample), rank 0 times the architectures no rank has cached, and broadcasts the results, so all
+        ranks hold one cache and never disagree on the latency of an architecture.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            key = self.key(arch)
+            if key not in self.cache:
+                self._remember(key, self._time(arch))
+            return self.cache[key]
+        flat = torch.cat([arch[k].detach().argmax(-1).flatten() for k in sorted(arch)])
+        gathered = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1).cpu()
+        keys = [self.key(self._unflatten(row, arch)) for row in gathered]
+        new = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        timed = (
+            [self._time(self._unflatten(gathered[keys.index(k)], arch)) for k in new] if trainer.is_global_zero else []
+        )
+        timed = trainer.strategy.broadcast(timed, src=0)
+        for key, ms in zip(new, timed, strict=True):
+            self._remember(key, ms)
+        return self.cache[keys[trainer.global_rank]]
+
+    @staticmethod
+    def _unflatten(indices: torch.Tensor, template: Arch) -> Arch:
+        """The one-hot architecture with the flat per-choice ``indices`` (inverse of ``measure``'s flatten)."""
+        arch, start = {}, 0
+        for k in sorted(template):
+            shape = template[k].shape
+            n = shape[:-1].numel()
+            idx = indices[start : start + n].to(template[k].device).reshape(shape[:-1])
+            arch[k] = torch.nn.functional.one_hot(idx, shape[-1]).to(template[k].dtype)
+            start += n
+        return arch
 
     # -- hooks ---------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
         term = getattr(pl_module, "latency", None)
         if term is None:
             raise ValueError("LatencyCallback needs a SearchModule with a latency term: set --model.init_args.latency.")
-        self._module = pl_module
+        self._module, self._trainer = pl_module, trainer
         dm = trainer.datamodule
         shape = getattr(dm, "example_shape", None)
         if shape is None:
@@ -161,9 +198,13 @@ class LatencyCallback(L.Callback):
             show = trainer.progress_bar_callback is not None
             progress = _progress(len(archs), "timing architectures for the latency surrogate", show)
             for i, arch in enumerate(archs):
-                latencies[i] = self.measure(arch)
+                key = self.key(arch)
+                latencies[i] = self.cache[key] if key in self.cache else self._time(arch)
                 progress(i + 1)
         latencies = trainer.strategy.broadcast(latencies, src=0)
+        for arch, ms in zip(archs, latencies, strict=True):
+            if self.key(arch) not in self.cache:
+                self._remember(self.key(arch), ms)
         return archs, latencies
 
     def fit(self, pl_module, archs: list[Arch], latencies: list[float]) -> None:
@@ -187,14 +228,18 @@ class LatencyCallback(L.Callback):
         pl_module.log("latency/mode_ms", self.measure(mode), batch_size=1)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero or self._input_shape is None:
+        if self._input_shape is None:
             return
         mode = pl_module.space.distribution().mode()
+        measured_ms = self.measure(mode)  # collective under DDP
+        run_dir = pl_module.run_dir  # collective under DDP
+        if not trainer.is_global_zero:
+            return
         with torch.no_grad():
             predicted = float(pl_module.latency.latency_model(mode))
         report = {
             "genotype": pl_module.space.genotype().to_dict(),
-            "measured_ms": self.measure(mode),
+            "measured_ms": measured_ms,
             "predicted_ms": predicted,
             "target_ms": pl_module.latency.target_ms,
             "form": pl_module.latency.form,
@@ -205,7 +250,7 @@ class LatencyCallback(L.Callback):
             "surrogate": self.fit_metrics,
             "architectures_timed": len(self.cache),
         }
-        write_text_atomic(pl_module.run_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(run_dir / REPORT_FILE, json.dumps(report, indent=2) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
