@@ -126,16 +126,29 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path):
     assert g0 == g1 == _genotype_in(tmp_path).to_dict()
 
 
-def test_imagenet_latency_config_parses_and_stops_early_without_imagenet(tmp_path):
-    """The GPU config is complete; without ImageNet the run stops before any work with how to fix it."""
+GPU_CONFIGS = {
+    "search/proxyless_imagenet_latency.yaml": "DIR/train and DIR/val",
+    "search/darts_cifar10_rebar_gen.yaml": "not found under",
+    "search/darts_cifar100_rebar_gen.yaml": "not found under",
+    "retrain/darts_cifar10.yaml": "not found under",
+    "retrain/darts_cifar100.yaml": "not found under",
+    "retrain/darts_imagenet.yaml": "DIR/train and DIR/val",
+    "retrain/proxyless_imagenet.yaml": "DIR/train and DIR/val",
+}
+
+
+@pytest.mark.parametrize("config", sorted(GPU_CONFIGS))
+def test_paper_config_parses_and_stops_early_without_its_data_set(tmp_path, config):
+    """Every paper-settings config is complete; without its data set it stops before any work, saying how."""
     args = [
-        *unas_cli(), "fit", "--config", str(ROOT / "configs/search/proxyless_imagenet_latency.yaml"),
+        *unas_cli(), "fit", "--config", str(ROOT / "configs" / config),
         "--trainer.accelerator", "cpu",
+        "--trainer.precision", "32-true",
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--data.init_args.root", str(tmp_path / "no_imagenet"),
+        "--data.init_args.root", str(tmp_path / "no_data"),
     ]  # fmt: skip
     proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "DIR/train and DIR/val" in proc.stderr
-    assert not list(tmp_path.rglob("genotype.json"))
+    assert GPU_CONFIGS[config] in proc.stderr, proc.stderr[-2000:]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a run without data left files behind"

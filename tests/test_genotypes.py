@@ -100,3 +100,14 @@ def test_drawings_are_written_by_the_documented_command(name, tmp_path):
     expected = ["genotype_normal.png", "genotype_reduce.png"] if name.startswith("UNAS_C") else ["genotype_network.png"]
     assert written == expected
     assert all((tmp_path / f).stat().st_size > 5000 for f in written)
+
+
+def test_cell_dot_has_two_labelled_inputs_per_node_and_feeds_the_output():
+    from unas_lightning.visualize import cell_dot
+
+    genotype = load_genotype("DARTS_V2")
+    dot = cell_dot(genotype, "normal")
+    edges = [line for line in dot.splitlines() if "->" in line and "label=" in line]
+    assert len(edges) == 2 * len(genotype.nodes("normal"))
+    assert '"0" -> "3" [label="dil_conv_3x3"];' in dot  # DARTS_V2's last normal node reads node 0
+    assert dot.count('-> "c_{k}"') == len(genotype.nodes("normal"))

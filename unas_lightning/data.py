@@ -133,10 +133,17 @@ class VisionDataModule(L.LightningDataModule):
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return TensorDataset((x - mean) / std, torch.as_tensor(np.asarray(labels), dtype=torch.long))
 
+    def check_available(self, train: bool) -> None:
+        """Raise ``MissingDatasetError`` (saying how to get it) when the part is not on disk. Cheap."""
+
     def prepare_data(self) -> None:
+        """Download when allowed, then check the data is there: before the trainer creates any log file."""
         if self.download:
             self.load_arrays(train=True)
             self.load_arrays(train=False)
+        self.check_available(train=True)
+        if self.split == "full":  # evaluates on the test part during fit
+            self.check_available(train=False)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self._train is None:
@@ -205,19 +212,16 @@ class _IdxDataModule(VisionDataModule):
             roots.append(Path(self.debian_root))
         return roots
 
-    def load_arrays(self, train: bool):
+    def _files(self, train: bool) -> tuple[Path | None, Path | None]:
         prefix = "train" if train else "t10k"
-        images = _find_idx(self._roots(), f"{prefix}-images-idx3-ubyte")
-        labels = _find_idx(self._roots(), f"{prefix}-labels-idx1-ubyte")
-        if (images is None or labels is None) and self.download:
-            import torchvision
+        return _find_idx(self._roots(), f"{prefix}-images-idx3-ubyte"), _find_idx(
+            self._roots(), f"{prefix}-labels-idx1-ubyte"
+        )
 
-            if not self.root:
-                raise ValueError(f"download=True needs a root directory to download {self.name} into.")
-            getattr(torchvision.datasets, self.torchvision_class)(self.root, train=train, download=True)
-            images = _find_idx(self._roots(), f"{prefix}-images-idx3-ubyte")
-            labels = _find_idx(self._roots(), f"{prefix}-labels-idx1-ubyte")
+    def check_available(self, train: bool) -> None:
+        images, labels = self._files(train)
         if images is None or labels is None:
+            prefix = "train" if train else "t10k"
             where = ", ".join(str(r) for r in self._roots()) or "(no root given)"
             how = f"`apt-get install {self.debian_package}` (Debian) or " if self.debian_package else ""
             raise MissingDatasetError(
@@ -225,6 +229,17 @@ class _IdxDataModule(VisionDataModule):
                 f"holds {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz], or allow a download "
                 f"with --data.init_args.download true."
             )
+
+    def load_arrays(self, train: bool):
+        images, labels = self._files(train)
+        if (images is None or labels is None) and self.download:
+            import torchvision
+
+            if not self.root:
+                raise ValueError(f"download=True needs a root directory to download {self.name} into.")
+            getattr(torchvision.datasets, self.torchvision_class)(self.root, train=train, download=True)
+            images, labels = self._files(train)
+        self.check_available(train)
         return _read_idx(images), _read_idx(labels)
 
 
@@ -253,15 +268,25 @@ class CIFAR10DataModule(VisionDataModule):
     image_size = (32, 32)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     torchvision_class = "CIFAR10"
+    folder = "cifar-10-batches-py"
 
-    def load_arrays(self, train: bool):
-        import torchvision
-
+    def check_available(self, train: bool) -> None:
         if not self.root:
             raise MissingDatasetError(
                 f"{self.torchvision_class} needs --data.init_args.root DIR (the folder holding the torchvision "
                 "python-version batches); add --data.init_args.download true to fetch it there."
             )
+        if not (Path(self.root).expanduser() / self.folder).is_dir():
+            raise MissingDatasetError(
+                f"{self.torchvision_class} not found under {self.root}: no {self.folder} folder. Put the extracted "
+                "python-version archive there, or add --data.init_args.download true."
+            )
+
+    def load_arrays(self, train: bool):
+        import torchvision
+
+        if not self.download:
+            self.check_available(train)
         try:
             ds = getattr(torchvision.datasets, self.torchvision_class)(self.root, train=train, download=self.download)
         except RuntimeError as err:
@@ -278,6 +303,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
     num_classes = 100
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     torchvision_class = "CIFAR100"
+    folder = "cifar-100-python"
 
 
 class ImageNetDataModule(VisionDataModule):
@@ -302,16 +328,20 @@ class ImageNetDataModule(VisionDataModule):
         self.num_classes = num_classes
         self.image_size = (image_size, image_size)
 
-    def _folder(self, part: str, train: bool):
-        import torchvision
-        from torchvision import transforms as T
-
-        path = Path(self.root or "").expanduser() / part
+    def check_available(self, train: bool) -> None:
+        path = Path(self.root or "").expanduser() / ("train" if train else "val")
         if not self.root or not path.is_dir():
             raise MissingDatasetError(
                 f"ImageNet folder {path} not found: pass --data.init_args.root DIR where DIR/train and DIR/val "
                 "hold one sub-folder of images per class (ImageNet cannot be downloaded automatically)."
             )
+
+    def _folder(self, part: str, train: bool):
+        import torchvision
+        from torchvision import transforms as T
+
+        self.check_available(train)
+        path = Path(self.root or "").expanduser() / part
         size = self.image_size[0]
         normalize = T.Normalize(self.mean, self.std)
         if train:

@@ -3,15 +3,19 @@
     python -m unas_lightning.visualize runs/quickstart/version_0/genotype.json        # writes PNGs next to it
     python -m unas_lightning.visualize UNAS_CIFAR10 --out figures/
 
-Matplotlib only (no graphviz needed): a cell is drawn as its two inputs, its intermediate nodes and
-the concatenated output, each edge labelled with its operation; a ProxylessNAS network as its chain of
-MBConv blocks (width ~ expansion, colour ~ kernel size; removed layers are left out).
+Every drawing is a matplotlib PNG (no extra dependency): a cell as its two inputs, its intermediate
+nodes and the concatenated output, each edge labelled with its operation; a ProxylessNAS network as its
+chain of MBConv blocks (height ~ expansion, colour ~ kernel size; removed layers left out). A cell is also
+written as Graphviz DOT text (``*.dot``, the layout of the DARTS paper's figures), rendered to PDF when
+Graphviz's ``dot`` program is installed (``apt-get install graphviz``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -70,6 +74,39 @@ def draw_cell(genotype: DartsGenotype, cell_type: str, path: str | os.PathLike) 
     return _save(fig, path)
 
 
+def cell_dot(genotype: DartsGenotype, cell_type: str) -> str:
+    """Graphviz DOT text of a cell: inputs c_{k-2}, c_{k-1}, intermediate nodes, output c_{k}."""
+    lines = [
+        "digraph cell {",
+        '  rankdir=LR; node [style="rounded,filled", shape=rect, fontname=helvetica];',
+        '  edge [fontname=helvetica, fontsize=10]; "c_{k-2}" [fillcolor=darkseagreen2];',
+        '  "c_{k-1}" [fillcolor=darkseagreen2]; "c_{k}" [fillcolor=palegoldenrod];',
+    ]
+    names = {0: "c_{k-2}", 1: "c_{k-1}"}
+    nodes = genotype.nodes(cell_type)
+    for i, node in enumerate(nodes):
+        names[i + 2] = str(i)
+        lines.append(f'  "{i}" [fillcolor=lightblue];')
+        for src, op in zip(node.inputs, node.ops, strict=True):
+            lines.append(f'  "{names[src]}" -> "{i}" [label="{op}"];')
+    lines += [f'  "{i}" -> "c_{{k}}" [color=gray];' for i in range(len(nodes))]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def write_cell_dot(genotype: DartsGenotype, cell_type: str, path: str | os.PathLike) -> list[Path]:
+    """Write the cell's DOT file and, when Graphviz is installed, its PDF rendering; returns the files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cell_dot(genotype, cell_type))
+    written = [path]
+    dot = shutil.which("dot")
+    if dot is not None:
+        pdf = path.with_suffix(".pdf")
+        subprocess.run([dot, "-Tpdf", str(path), "-o", str(pdf)], check=True, capture_output=True)
+        written.append(pdf)
+    return written
+
+
 def draw_proxyless(genotype: ProxylessGenotype, path: str | os.PathLike) -> Path:
     """Draw the MBConv chain of a ProxylessNAS-space genotype (skipped layers removed)."""
     kept = [(i, op) for i, op in enumerate(genotype.ops) if op != SKIP]
@@ -114,7 +151,11 @@ def draw(name_or_path: str, out_dir: str | os.PathLike | None = None) -> list[Pa
     out = Path(out_dir) if out_dir is not None else (source.parent if source.suffix == ".json" else Path("."))
     stem = source.stem
     if isinstance(genotype, DartsGenotype):
-        return [draw_cell(genotype, t, out / f"{stem}_{t}.png") for t in CELL_TYPES]
+        files = []
+        for t in CELL_TYPES:
+            files.append(draw_cell(genotype, t, out / f"{stem}_{t}.png"))
+            files += write_cell_dot(genotype, t, out / f"{stem}_{t}.dot")
+        return files
     return [draw_proxyless(genotype, out / f"{stem}_network.png")]
 
 
