@@ -56,3 +56,25 @@ def fashion_mnist_available() -> None:
 
     if not Path(FASHION_MNIST_DEBIAN, "train-images-idx3-ubyte.gz").exists():
         pytest.fail("Fashion-MNIST is missing: run `apt-get install dataset-fashion-mnist` (scripts/setup.sh does).")
+
+
+def tiny_trainer(tmp_path, epochs=2):
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+def tiny_data():
+    from unas_lightning import FashionMNISTDataModule
+
+    return FashionMNISTDataModule(batch_size=16, max_train_examples=256)

@@ -1,8 +1,10 @@
-"""A test-only callback that writes each rank's phi, genotype and latency cache after every epoch."""
+"""Test-only callbacks: each rank's phi, genotype and latency cache after every epoch; a SIGKILL."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import torch
@@ -26,3 +28,14 @@ class DumpPhiPerRank(Callback):
             if hasattr(cb, "cache") and hasattr(cb, "measured"):
                 cache = json.dumps(cb.cache, sort_keys=True)
                 (self.out_dir / f"latency_cache_rank{r}_epoch{e}.json").write_text(cache)
+
+
+class KillSelf(Callback):
+    """Sends SIGKILL to its own process at the start of batch ``batch`` of epoch ``epoch`` (no clean-up)."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -7,29 +7,12 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import tiny_data, tiny_trainer
 
-from unas_lightning import FashionMNISTDataModule, SearchModule
+from unas_lightning import SearchModule
 from unas_lightning.estimators import Rebar, Reinforce
 from unas_lightning.objectives import generalization_loss
 from unas_lightning.spaces import DartsGenotype, DartsSpace
-
-
-def tiny_trainer(tmp_path, epochs=2) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-
-
-def tiny_data() -> FashionMNISTDataModule:
-    return FashionMNISTDataModule(batch_size=16, max_train_examples=256)
 
 
 def test_generalization_loss_is_eq_8():
@@ -152,7 +135,7 @@ def test_nan_losses_never_reach_phi_and_a_streak_stops_the_search(tmp_path):
     L.seed_everything(6)
     space = DartsSpace(channels=4, layers=3)
     module = NaNObjective(space, estimator=Reinforce(), max_nonfinite_steps=10)
-    with pytest.warns(UserWarning, match="non-finite estimator loss"):
+    with pytest.warns(UserWarning, match="non-finite phi-step loss"):
         tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
     assert all(torch.equal(p, torch.zeros_like(p)) for p in space.arch_parameters())
     stopping = NaNObjective(DartsSpace(channels=4, layers=3), estimator=Reinforce(), max_nonfinite_steps=1)

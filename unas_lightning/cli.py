@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
+from unas_lightning.checkpoints import check_checkpoint_fits, find_last_checkpoint, run_roots
 from unas_lightning.data import MissingDatasetError
 
 
@@ -16,6 +19,9 @@ class UnasCLI(LightningCLI):
       ``--data`` any LightningDataModule, both given by ``class_path``; the estimator and the search
       space inside the model are chosen the same way (``--model.estimator.class_path ...``).
     * ``seed_everything`` in the config seeds Python, NumPy and torch on every rank.
+    * ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the run (any version directory;
+      a fresh run when there is none), and a checkpoint that does not fit the model is refused
+      before anything is written.
     * ``--trainer.strategy ddp`` is mapped to ``ddp_find_unused_parameters_true``: a search step
       runs only the sampled operations, so most supernet weights are unused in any one step.
     """
@@ -32,6 +38,29 @@ class UnasCLI(LightningCLI):
         trainer = config.get("trainer")
         if trainer is not None and trainer.get("strategy") in ("ddp", "ddp_spawn"):
             trainer["strategy"] = f"{trainer['strategy']}_find_unused_parameters_true"
+
+    def before_fit(self) -> None:
+        self._resolve_checkpoint()
+
+    def before_validate(self) -> None:
+        self._resolve_checkpoint()
+
+    def before_test(self) -> None:
+        self._resolve_checkpoint()
+
+    def _resolve_checkpoint(self) -> None:
+        config = self.config_init[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            roots = run_roots(self.trainer)
+            found = find_last_checkpoint(roots)
+            where = ", ".join(str(r) for r in roots) or self.trainer.default_root_dir
+            rank_zero_info(f"resuming from {found}" if found else f"no last.ckpt under {where}: starting a fresh run")
+            config["ckpt_path"] = ckpt_path = str(found) if found else None
+        if ckpt_path not in (None, "best", "hpc") and not str(ckpt_path).startswith(("http://", "https://", "s3://")):
+            if not Path(ckpt_path).is_file():
+                raise FileNotFoundError(f"checkpoint {ckpt_path} not found; pass an existing .ckpt file or 'last'.")
+            check_checkpoint_fits(self.model, ckpt_path)
 
 
 def main(args: list[str] | None = None) -> None:

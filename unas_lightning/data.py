@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from unas_lightning.augment import augment_batch
+from unas_lightning.loaders import ResumableLoader
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
@@ -181,12 +182,20 @@ class VisionDataModule(L.LightningDataModule):
             batch = (augment_batch(x, self.crop_padding, self.flip, self.cutout), y)
         return batch
 
+    def _resumable(self, ds: Dataset) -> ResumableLoader:
+        """A shuffled training loader that resumes mid-epoch; sharded per process under DDP."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return ResumableLoader(
+            ds, batch_size=self.batch_size, num_replicas=replicas, rank=rank, num_workers=self.num_workers
+        )
+
     def train_dataloader(self):
         if self.split == "full":
-            return self._loader(self._train, shuffle=True)
+            return self._resumable(self._train)
         search_train, search_val = self.search_split()
         return CombinedLoader(
-            {"train": self._loader(search_train, True), "val": self._loader(search_val, True)}, mode="max_size_cycle"
+            {"train": self._resumable(search_train), "val": self._resumable(search_val)}, mode="max_size_cycle"
         )
 
     def val_dataloader(self):

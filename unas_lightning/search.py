@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -39,8 +41,8 @@ class SearchModule(L.LightningModule):
        *same* architecture; the supernet weights are held constant in this step (only phi gets
        gradients), then the phi optimizer steps.
     2. w-step: the training loss of a fresh architecture sample (Eq. 7), either the one-hot z, which
-       runs only the chosen operations, or its relaxation zeta as in the official UNAS code; gradient
-       clipping, then the w optimizer steps.
+       runs only the chosen operations, its relaxation zeta as in the official UNAS code, or the
+       softmax(phi) mixture of DARTS; gradient clipping, then the w optimizer steps.
 
     The first ``warmup_epochs`` epochs run the w-step only. The most probable genotype is written to
     ``genotype.json`` in the run directory after every epoch and at the end of fit.
@@ -62,7 +64,9 @@ class SearchModule(L.LightningModule):
         gen_lambda: lambda of L_gen (paper: 0.5).
         warmup_epochs: epochs that train w only.
         arch_samples: ``"batch"`` (one architecture per step) or ``"example"`` (one per example).
-        w_step_arch: ``"discrete"`` (one-hot z) or ``"relaxed"`` (Gumbel-softmax zeta) for the w-step.
+        w_step_arch: the w-step's architecture: ``"discrete"`` (one-hot z ~ p_phi), ``"relaxed"``
+            (Gumbel-softmax zeta, as the official UNAS code and SNAS) or ``"softmax"`` (the
+            deterministic mixture softmax(phi) of DARTS).
         w_step_temperature: temperature of zeta when ``w_step_arch="relaxed"``.
         w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
         phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
@@ -90,7 +94,7 @@ class SearchModule(L.LightningModule):
         gen_lambda: float = 0.5,
         warmup_epochs: int = 0,
         arch_samples: Literal["batch", "example"] = "batch",
-        w_step_arch: Literal["discrete", "relaxed"] = "discrete",
+        w_step_arch: Literal["discrete", "relaxed", "softmax"] = "discrete",
         w_step_temperature: float = 1.0,
         w_optimizer: OptimizerCallable | None = None,
         phi_optimizer: OptimizerCallable | None = None,
@@ -102,8 +106,8 @@ class SearchModule(L.LightningModule):
     ):
         super().__init__()
         objectives.check_objective(objective, gen_lambda)
-        if w_step_arch not in ("discrete", "relaxed"):
-            raise ValueError(f"w_step_arch must be 'discrete' or 'relaxed', got {w_step_arch!r}.")
+        if w_step_arch not in ("discrete", "relaxed", "softmax"):
+            raise ValueError(f"w_step_arch must be 'discrete', 'relaxed' or 'softmax', got {w_step_arch!r}.")
         if arch_samples not in ("batch", "example"):
             raise ValueError(f"arch_samples must be 'batch' or 'example', got {arch_samples!r}.")
         if warmup_epochs < 0:
@@ -124,7 +128,7 @@ class SearchModule(L.LightningModule):
         if max_nonfinite_steps < 0:
             raise ValueError(f"max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}.")
         self.max_nonfinite_steps = max_nonfinite_steps
-        self._nonfinite_streak = 0
+        self._nonfinite_streak = {"phi": 0, "w": 0}  # consecutive skipped steps of each kind
         if latency is not None:
             latency.prepare(dict(space.arch))
         self.objective = objective
@@ -141,12 +145,18 @@ class SearchModule(L.LightningModule):
         self.save_hyperparameters(
             ignore=["space", "estimator", "latency", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
         )
+        # the run seed behind step_seed(); -1 until setup, then from the checkpoint when resuming
+        self.register_buffer("run_seed", torch.tensor(-1, dtype=torch.int64))
         self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         strategy = self.trainer.strategy
+        if int(self.run_seed) < 0:  # seed_everything's seed, else a random one shared by all ranks
+            seed = os.environ.get("PL_GLOBAL_SEED")
+            seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+            self.run_seed.fill_(strategy.broadcast(seed, src=0))
         if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
             raise ValueError(
                 "the search runs only the sampled operations, so DDP must allow unused parameters: use "
@@ -256,29 +266,60 @@ class SearchModule(L.LightningModule):
                     "latency/lambda": torch.tensor(lam),
                 }
             )
-        if not torch.isfinite(loss.detach()):
-            self._nonfinite_streak += 1
-            if self._nonfinite_streak > self.max_nonfinite_steps:
-                raise FloatingPointError(
-                    f"{self._nonfinite_streak} phi-steps in a row had a non-finite loss (NaN/inf); the search "
-                    "stops here so phi stays at its last good value (the last checkpoint is kept). Lower the "
-                    "learning rates or check the data."
-                )
-            warnings.warn(f"non-finite estimator loss at step {self.global_step}; phi-step skipped.", stacklevel=2)
+        if not self._all_finite(loss, "phi"):
             return logs
-        self._nonfinite_streak = 0
         opt_phi.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_phi.step()
         return logs
 
+    def step_seed(self, batch_idx: int) -> int:
+        """The seed of all random draws of one training step: a function of (run seed, epoch, batch, rank).
+
+        Every step's architecture samples depend on nothing else, so a run resumed from a mid-epoch
+        checkpoint draws exactly what the uninterrupted run drew (data loaders, latency timing and
+        callbacks may use the global RNG freely in between). Ranks draw independent samples.
+        """
+        key = [int(self.run_seed), self.current_epoch, batch_idx, self.global_rank]
+        return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+    def _rng_devices(self) -> list[int]:
+        return [self.device.index or 0] if self.device.type == "cuda" else []
+
+    def _all_finite(self, loss: Tensor, which: str) -> bool:
+        """False (and the step is skipped on every rank) when the loss is NaN/inf on any rank.
+
+        A run of more than ``max_nonfinite_steps`` such steps raises ``FloatingPointError``: w and phi
+        still hold their last good values, and so does every checkpoint written meanwhile.
+        """
+        finite = torch.isfinite(loss.detach()).all().float()
+        if self.trainer.world_size > 1:  # all ranks must agree, or DDP's gradient all-reduce would hang
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if bool(finite > 0):
+            self._nonfinite_streak[which] = 0
+            return True
+        self._nonfinite_streak[which] += 1
+        if self._nonfinite_streak[which] > self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"{self._nonfinite_streak[which]} {which}-steps in a row had a non-finite loss (NaN/inf); the "
+                "search stops here with w and phi at their last good values (the last checkpoint is kept). "
+                "Lower the learning rates or check the data."
+            )
+        warnings.warn(
+            f"non-finite {which}-step loss at epoch {self.current_epoch}, step {self.global_step}; step skipped.",
+            stacklevel=2,
+        )
+        return False
+
     def sample_w_step_arch(self, batch_size: int = 1) -> Arch:
-        """An architecture for Eq. 7: one-hot z ~ p_phi, or its relaxation zeta (detached).
+        """An architecture for Eq. 7: one-hot z ~ p_phi, its relaxation zeta, or softmax(phi) (detached).
 
         With per-example architectures the rows carry a leading dimension ``batch_size``.
         """
         with torch.no_grad():
             logits = dict(self.space.arch)
+            if self.w_step_arch == "softmax":
+                return {k: torch.softmax(v.detach(), -1) for k, v in logits.items()}
             if self.arch_samples == "example":
                 logits = {k: v.expand(batch_size, *v.shape) for k, v in logits.items()}
             s = ArchDistribution(logits).rsample(self.w_step_temperature)
@@ -289,6 +330,8 @@ class SearchModule(L.LightningModule):
         x, y = batch["train"]
         logits = self.space(x, self.sample_w_step_arch(x.shape[0]))
         loss = F.cross_entropy(logits, y)
+        if not self._all_finite(loss, "w"):
+            return loss.detach()
         opt_w.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.w_grad_clip is not None:
@@ -304,9 +347,11 @@ class SearchModule(L.LightningModule):
             )
         batch_size = batch["train"][0].shape[0]
         logs = {}
-        if self.searching:
-            logs.update(self.phi_step(batch))
-        logs["search/w_loss"] = self.w_step(batch)
+        with torch.random.fork_rng(devices=self._rng_devices(), device_type=self.device.type):
+            torch.manual_seed(self.step_seed(batch_idx))
+            if self.searching:
+                logs.update(self.phi_step(batch))
+            logs["search/w_loss"] = self.w_step(batch)
         self.log_dict(logs, prog_bar=True, batch_size=batch_size)
         self.log("search/train_acc", self.train_acc, prog_bar=True, batch_size=batch_size)
         with torch.no_grad():
@@ -329,6 +374,18 @@ class SearchModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         self.export_genotype(history=False)
+
+    def describe(self) -> str:
+        """One line naming the search (written into checkpoints, quoted when one does not fit)."""
+        shapes = {tuple(v.shape) for v in self.space.arch.values()}
+        n_w = sum(p.numel() for p in self.space.weight_parameters())
+        return (
+            f"a {type(self.space).__name__} search ({len(self.space.arch)} categoricals of shapes "
+            f"{sorted(shapes)}, {n_w:,} supernet weights)"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["unas"] = {"model": self.describe()}
 
     @property
     def run_dir(self) -> Path:

@@ -254,12 +254,18 @@ class LatencyCallback(L.Callback):
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"cache": dict(self.cache), "measured": list(self.measured), "fit_metrics": dict(self.fit_metrics)}
+        return {
+            "cache": dict(self.cache),
+            "measured": list(self.measured),
+            "fit_metrics": dict(self.fit_metrics),
+            "phi_steps": self._phi_steps,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.cache = dict(state_dict.get("cache", {}))
         self.measured = [(dict(a), float(ms)) for a, ms in state_dict.get("measured", [])]
         self.fit_metrics = dict(state_dict.get("fit_metrics", {}))
+        self._phi_steps = int(state_dict.get("phi_steps", 0))
 
     @staticmethod
     def _arch_from_indices(pl_module, indices: dict[str, list[int] | int]) -> Arch:

@@ -1,0 +1,250 @@
+"""Cost of one search step, side by side: UNAS vs DARTS first order vs Gumbel-softmax vs the floor.
+
+    python benchmarks/search_step.py                       # CPU here, or the GPU when one is present
+    python benchmarks/search_step.py --steps 30 --rounds 3 --batch-size 64 --channels 16
+
+Every method runs the same supernet (the quickstart DARTS space unless changed) on the same real
+Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a user runs it:
+
+* ``unas``: ``Rebar`` + L_gen (train and val batch), one architecture per step, one-hot w-step;
+* ``unas_example``: the same with one architecture per example (the official code's CIFAR mode);
+* ``darts1``: DARTS first order: ``Softmax`` on L_val, the w-step on the softmax(phi) mixture;
+* ``gumbel``: SNAS-style ``GumbelSoftmax`` on L_train, the w-step on the relaxed sample;
+* ``floor``: one forward and backward of a single sampled one-hot architecture (no Lightning).
+
+Each (method, round) runs in a fresh process and the rounds are interleaved, so drift hits every
+method alike. Time per step is the median over all timed steps of all rounds (wall time of
+``training_step``, host-synchronised on GPU); memory is the peak above the memory held before the
+timed steps (CUDA allocator on GPU, resident set size on CPU). The last line reads
+``ratios: unas/darts1=X.XX unas/floor=Y.YY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+METHODS = ["unas", "unas_example", "darts1", "gumbel", "floor"]
+LABELS = {
+    "unas": "UNAS: Rebar + L_gen, one architecture per step",
+    "unas_example": "UNAS: Rebar + L_gen, one architecture per example",
+    "darts1": "DARTS first order: Softmax on L_val, mixture w-step",
+    "gumbel": "SNAS: GumbelSoftmax on L_train, relaxed w-step",
+    "floor": "floor: forward + backward of one sampled architecture",
+}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _Memory:
+    """Peak memory above the level at ``start()``: CUDA allocator, or the process's resident set."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def start(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            try:  # reset the kernel's peak-RSS counter (Linux)
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+            self.base = _rss_mib()
+
+    def peak(self) -> float:
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
+        return _peak_rss_mib() - self.base
+
+
+def _space(args):
+    from unas_lightning.spaces import DartsSpace
+
+    return DartsSpace(
+        in_channels=1, num_classes=10, channels=args.channels, layers=args.layers, nodes=4, ops="paper", stem_stride=2
+    )
+
+
+def _data(args):
+    from unas_lightning import FashionMNISTDataModule
+
+    n = 2 * args.batch_size * (args.warmup + args.steps + 2)
+    return FashionMNISTDataModule(split="search", batch_size=args.batch_size, max_train_examples=n)
+
+
+def _module(method: str, args):
+    from unas_lightning import SearchModule
+    from unas_lightning.estimators import GumbelSoftmax, Rebar, Softmax
+
+    space = _space(args)
+    if method in ("unas", "unas_example"):
+        arch_samples = "example" if method == "unas_example" else "batch"
+        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples, w_step_arch="discrete")
+    if method == "darts1":
+        return SearchModule(space, Softmax(), objective="val", w_step_arch="softmax")
+    if method == "gumbel":
+        return SearchModule(space, GumbelSoftmax(), objective="train", w_step_arch="relaxed")
+    raise ValueError(method)
+
+
+def worker(method: str, args) -> dict:
+    """Time ``args.steps`` steps of one method after ``args.warmup`` untimed ones; returns a JSON row."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+
+    L.seed_everything(args.seed, verbose=False)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu")
+    memory = _Memory(device)
+    times: list[float] = []
+
+    if method == "floor":
+        from unas_lightning.distributions import ArchDistribution
+
+        dm = _data(args)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        space = _space(args).to(device)
+        for i, batch in enumerate(loader):
+            if i == args.warmup:
+                memory.start()
+            x, y = (t.to(device) for t in batch["train"])
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                z = ArchDistribution(dict(space.arch)).sample()
+            space.zero_grad(set_to_none=True)
+            F.cross_entropy(space(x, z), y).backward()
+            _sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+            if i + 1 == args.warmup + args.steps:
+                break
+        return {"method": method, "times": times, "peak_mib": memory.peak(), "device": str(device)}
+
+    class StepTimer(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == args.warmup:
+                memory.start()
+            _sync(device)
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            _sync(device)
+            if batch_idx >= args.warmup:
+                times.append(time.perf_counter() - self.t0)
+
+    module = _module(method, args)
+    module.warmup_epochs = 0
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StepTimer()],
+    )
+    trainer.fit(module, datamodule=_data(args))
+    return {"method": method, "times": times, "peak_mib": memory.peak(), "device": str(device)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per method and round")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (fresh processes)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(worker(args.worker, args)))
+        return
+
+    methods = args.methods.split(",")
+    times = {m: [] for m in methods}
+    peaks = {m: [] for m in methods}
+    device = "?"
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--methods")]
+    for r in range(args.rounds):
+        for m in methods:
+            cmd = [sys.executable, __file__, *passthrough, "--worker", m, "--seed", str(args.seed + r)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                sys.exit(f"{m} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(lines[-1][len("RESULT ") :])
+            times[m] += row["times"]
+            peaks[m].append(row["peak_mib"])
+            device = row["device"]
+            print(
+                f"round {r + 1}/{args.rounds} {m:13s} median {1e3 * statistics.median(row['times']):8.1f} ms",
+                file=sys.stderr,
+            )
+
+    import torch
+
+    med = {m: statistics.median(times[m]) for m in methods}
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(
+        f"`python benchmarks/search_step.py` ({where}; DARTS space {args.channels} channels x {args.layers} cells, "
+        f"4 nodes, 8 ops; batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps)\n"
+    )
+    print("| method | ms / step (median) | IQR (ms) | vs DARTS 1st order | vs floor | peak memory (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for m in methods:
+        q = statistics.quantiles(times[m], n=4) if len(times[m]) > 1 else [med[m]] * 3
+        ratio_d = f"{med[m] / med['darts1']:.2f}x" if "darts1" in med else ""
+        ratio_f = f"{med[m] / med['floor']:.2f}x" if "floor" in med else ""
+        print(
+            f"| {LABELS[m]} | {1e3 * med[m]:.1f} | {1e3 * (q[2] - q[0]):.1f} | {ratio_d} | {ratio_f} | "
+            f"{statistics.median(peaks[m]):.0f} |"
+        )
+    if {"unas", "darts1", "floor"} <= set(med):
+        print(f"\nratios: unas/darts1={med['unas'] / med['darts1']:.2f} unas/floor={med['unas'] / med['floor']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

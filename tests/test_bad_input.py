@@ -1,0 +1,122 @@
+"""Every user error stops the run early: a message that says what to change, exit code 2, no output files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import ROOT, subprocess_env, tiny_args, unas_cli
+
+from unas_lightning.genotypes import load_genotype
+
+QUICK_RETRAIN = str(ROOT / "configs/retrain/quick_fmnist.yaml")
+LATENCY = "unas_lightning.latency.LatencyTerm"
+TEMPERATURE = "temperature must be a number > 0"
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+
+
+def _assert_stopped_cleanly(proc: subprocess.CompletedProcess, message: str, out_dir) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    left = [p for p in out_dir.rglob("*") if p.is_file()] if out_dir.exists() else []
+    assert not left, f"a failed run left files behind: {left}"
+
+
+SEARCH_ERRORS = {
+    "unknown operation": (
+        ["--model.init_args.space.init_args.ops", '["skip_connect", "conv_9x9"]'],
+        "unknown operation(s) ['conv_9x9']",
+    ),
+    "unknown estimator": (["--model.init_args.estimator", "unas_lightning.estimators.Rebra"], "Rebra"),
+    "temperature 0": (["--model.init_args.estimator.init_args.temperature", "0"], "temperature must be a number > 0"),
+    "temperature < 0": (
+        ["--model.init_args.estimator.init_args.temperature", "-1"],
+        "temperature must be a number > 0",
+    ),
+    "negative L_gen lambda": (["--model.init_args.gen_lambda", "-1"], "gen_lambda must be >= 0"),
+    "negative latency lambda": (
+        ["--model.init_args.latency", LATENCY, "--model.init_args.latency.init_args.weight", "-0.5"],
+        "latency weight (lambda_lat) must be >= 0",
+    ),
+    "negative target latency": (
+        ["--model.init_args.latency", LATENCY, "--model.init_args.latency.init_args.target_ms", "-10"],
+        "target_ms must be > 0",
+    ),
+    "split portion 0": (["--data.init_args.train_portion", "0"], "train_portion must lie strictly between 0 and 1"),
+    "split portion > 1": (["--data.init_args.train_portion", "1.5"], "train_portion must lie strictly between 0 and 1"),
+    "missing data set": (
+        ["--data", "unas_lightning.MNISTDataModule", "--data.init_args.root", "/nonexistent"],
+        "MNIST not found in /nonexistent",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEARCH_ERRORS))
+def test_bad_search_input_stops_early_with_a_message(tmp_path, case):
+    extra, message = SEARCH_ERRORS[case]
+    _assert_stopped_cleanly(_run(tiny_args(tmp_path / "run", *extra)), message, tmp_path / "run")
+
+
+def test_missing_fashion_mnist_says_how_to_install_it(tmp_path):
+    from unas_lightning.data import FashionMNISTDataModule, MissingDatasetError
+
+    dm = FashionMNISTDataModule(root=str(tmp_path / "nowhere"))
+    dm.debian_root = str(tmp_path / "not_installed")  # as on a machine without the Debian package
+    with pytest.raises(MissingDatasetError, match="apt-get install dataset-fashion-mnist"):
+        dm.prepare_data()
+
+
+def _bad_genotypes(tmp_path) -> dict[str, tuple[str, str]]:
+    good = load_genotype("UNAS_CIFAR10").to_dict()
+    unknown_op = json.loads(json.dumps(good))
+    unknown_op["normal"][0]["ops"][0] = "conv_9x9"
+    bad_input = json.loads(json.dumps(good))
+    bad_input["reduce"][1]["inputs"][1] = 7
+    cases = {
+        "unknown op": (unknown_op, "unknown operation 'conv_9x9'"),
+        "input out of range": (bad_input, "input index 7 out of range"),
+        "ProxylessNAS genotype in a DARTS network": (load_genotype("UNAS_PROXYLESS").to_dict(), "network"),
+    }
+    out = {}
+    for name, (genotype, message) in cases.items():
+        path = tmp_path / "inputs" / f"{name.replace(' ', '_')}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(genotype))
+        out[name] = (str(path), message)
+    return out
+
+
+@pytest.mark.parametrize("case", ["unknown op", "input out of range", "ProxylessNAS genotype in a DARTS network"])
+def test_genotype_that_does_not_fit_the_space_stops_early(tmp_path, case):
+    path, message = _bad_genotypes(tmp_path)[case]
+    run = tmp_path / "run"
+    args = [
+        "fit", "--config", QUICK_RETRAIN, "--model.init_args.genotype", path,
+        "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
+    ]  # fmt: skip
+    _assert_stopped_cleanly(_run(args), message, run)
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_checkpoint_from_another_search_space_is_refused_before_anything_is_written(tmp_path):
+    other = tmp_path / "other"  # a real search over a smaller space (2 nodes per cell) writes the checkpoint
+    done = _run(tiny_args(other, "--model.init_args.space.init_args.nodes", "2", "--trainer.max_epochs", "1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    ckpt = next(other.rglob("last.ckpt"))
+    run = tmp_path / "run"
+    proc = _run(tiny_args(run, "--ckpt_path", str(ckpt)))  # the quickstart space: 4 nodes per cell
+    _assert_stopped_cleanly(proc, "does not fit this model", run)
+    assert "it was written by a DartsSpace search" in proc.stderr and "This run is a DartsSpace search" in proc.stderr
+
+
+def test_missing_checkpoint_file_is_reported(tmp_path):
+    run = tmp_path / "run"
+    proc = _run(tiny_args(run, "--ckpt_path", str(tmp_path / "nope.ckpt")))
+    _assert_stopped_cleanly(proc, "nope.ckpt not found", run)

@@ -1,0 +1,71 @@
+"""Checkpoint and resume: a search killed with SIGKILL mid-epoch resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+from conftest import ROOT, subprocess_env, unas_cli
+
+from unas_lightning.checkpoints import find_last_checkpoint, load_checkpoint
+
+
+def _search(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    probe = {"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / name / "probe")}}
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/quickstart.yaml"),
+        "--trainer.default_root_dir", str(tmp_path / name),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / name),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.accelerator", "cpu",
+        "--trainer.max_epochs", "3",
+        "--trainer.limit_train_batches", "6",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.callbacks.init_args.every_n_train_steps", "4",
+        f"--trainer.callbacks+={json.dumps(probe)}",
+        "--model.init_args.warmup_epochs", "1",
+        "--data.init_args.batch_size", "16",
+        "--data.init_args.max_train_examples", "512",
+        *extra,
+    ]  # fmt: skip
+    return subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
+    )
+
+
+def _genotype(run_dir) -> dict:
+    newest = max(run_dir.rglob("genotype.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(newest.read_text())
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_phi_and_genotype(tmp_path):
+    full = _search(tmp_path, "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    # epoch 1 is a search epoch (w and phi steps: two optimizer steps per batch); last.ckpt is written
+    # at global steps 4, 8, 12, 16, so the kill at batch 5 loses one batch after the step-16 checkpoint.
+    kill = json.dumps({"class_path": "ddp_probe.KillSelf", "init_args": {"epoch": 1, "batch": 5}})
+    killed = _search(tmp_path, "resumed", f"--trainer.callbacks+={kill}")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    ckpt = find_last_checkpoint([tmp_path / "resumed"])
+    assert ckpt is not None, "no last.ckpt was written before the kill"
+    state = load_checkpoint(ckpt)  # weights_only=True: no pickled objects in a search checkpoint
+    assert state["epoch"] == 1 and state["global_step"] == 16, (state["epoch"], state["global_step"])
+    positions = state["loops"]["fit_loop"]["state_dict"].get("combined_loader")
+    assert positions == [{"epoch": 1, "batches": 5}] * 2, positions  # search-train and search-val loaders
+
+    resumed = _search(tmp_path, "resumed", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {ckpt}" in resumed.stderr + resumed.stdout
+
+    for epoch in (1, 2):
+        a = torch.load(tmp_path / "full" / "probe" / f"phi_rank0_epoch{epoch}.pt", weights_only=True)
+        b = torch.load(tmp_path / "resumed" / "probe" / f"phi_rank0_epoch{epoch}.pt", weights_only=True)
+        assert a.keys() == b.keys()
+        diff = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert diff == 0.0, f"phi after epoch {epoch} differs from the uninterrupted run by {diff}"
+    assert any(v.abs().sum() > 0 for v in a.values()), "phi never moved: the comparison would be vacuous"
+    assert _genotype(tmp_path / "resumed") == _genotype(tmp_path / "full")
