@@ -7,6 +7,8 @@ Every method runs the same supernet (the quickstart DARTS space unless changed) 
 Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a user runs it:
 
 * ``unas``: ``Rebar`` + L_gen (train and val batch), one architecture per step, one-hot w-step;
+* ``unas_cv``: the same with REBAR's relaxed control variate on the first ``--cv-examples`` examples
+  (``SearchModule(cv_examples=...)``: unbiased, cheaper, some variance added);
 * ``unas_example``: the same with one architecture per example (the official code's CIFAR mode);
 * ``darts1``: DARTS first order: ``Softmax`` on L_val, the w-step on the softmax(phi) mixture;
 * ``gumbel``: SNAS-style ``GumbelSoftmax`` on L_train, the w-step on the relaxed sample;
@@ -32,9 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["unas", "unas_example", "darts1", "gumbel", "floor"]
+METHODS = ["unas", "unas_cv", "unas_example", "darts1", "gumbel", "floor"]
 LABELS = {
     "unas": "UNAS: Rebar + L_gen, one architecture per step",
+    "unas_cv": "UNAS: Rebar + L_gen, relaxed control variate on a sub-batch (cv_examples)",
     "unas_example": "UNAS: Rebar + L_gen, one architecture per example",
     "darts1": "DARTS first order: Softmax on L_val, mixture w-step",
     "gumbel": "SNAS: GumbelSoftmax on L_train, relaxed w-step",
@@ -110,9 +113,10 @@ def _module(method: str, args):
     from unas_lightning.estimators import GumbelSoftmax, Rebar, Softmax
 
     space = _space(args)
-    if method in ("unas", "unas_example"):
+    if method in ("unas", "unas_cv", "unas_example"):
         arch_samples = "example" if method == "unas_example" else "batch"
-        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples, w_step_arch="discrete")
+        cv = args.cv_examples if method == "unas_cv" else None
+        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples, cv_examples=cv)
     if method == "darts1":
         return SearchModule(space, Softmax(), objective="val", w_step_arch="softmax")
     if method == "gumbel":
@@ -138,7 +142,8 @@ def worker(method: str, args) -> dict:
         dm.setup("fit")
         loader = dm.train_dataloader()
         space = _space(args).to(device)
-        for i, batch in enumerate(loader):
+        for i, item in enumerate(loader):
+            batch = item[0] if isinstance(item, tuple) else item  # CombinedLoader: (batch, idx, loader idx)
             if i == args.warmup:
                 memory.start()
             x, y = (t.to(device) for t in batch["train"])
@@ -194,6 +199,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--cv-examples", type=int, default=8, help="cv_examples of the unas_cv method")
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -230,7 +236,8 @@ def main() -> None:
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(
         f"`python benchmarks/search_step.py` ({where}; DARTS space {args.channels} channels x {args.layers} cells, "
-        f"4 nodes, 8 ops; batch {args.batch_size}; {args.rounds} rounds x {args.steps} steps)\n"
+        f"4 nodes, 8 ops; batch {args.batch_size}, cv_examples {args.cv_examples}; {args.rounds} rounds x "
+        f"{args.steps} steps)\n"
     )
     print("| method | ms / step (median) | IQR (ms) | vs DARTS 1st order | vs floor | peak memory (MiB) |")
     print("|---|---|---|---|---|---|")

@@ -32,6 +32,16 @@ def test_quickstart_config_runs_as_a_subprocess(tmp_path):
     ckpt = next(tmp_path.rglob("last.ckpt"))
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     assert any(k.startswith("space.arch.") for k in state)
+    # ArchitectureMonitor: entropy per selector and p_phi heatmaps in TensorBoard, summary.json at the end
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent)).Reload()
+    tags = events.Tags()
+    assert {"arch/entropy/normal_node0_op", "arch/max_prob/reduce_node3_input"} <= set(tags["scalars"])
+    assert "arch/p_phi" in tags["images"] and len(events.Images("arch/p_phi")) == 2  # one per epoch
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert summary["genotype"] == _genotype_in(tmp_path).to_dict()
+    assert summary["parameters"] > 0 and summary["multiply_adds"] > 0 and summary["latency_ms"] is None
 
 
 @pytest.mark.parametrize(

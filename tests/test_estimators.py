@@ -94,6 +94,22 @@ def test_unbiased_estimators_match_exact_gradient(est):
     assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
 
 
+def test_rebar_with_a_cheaper_relaxed_loss_stays_unbiased():
+    """``relaxed_loss_fn`` (e.g. the loss on a sub-batch) replaces c = L in REBAR: any c is unbiased."""
+    torch.manual_seed(11)
+    logits, loss_fn = toy_problem()
+    exact = exact_gradient(logits, loss_fn)
+
+    def cheaper(arch):  # correlated with loss_fn but a different function, as a sub-batch loss would be
+        return 0.8 * loss_fn(arch) + 0.1 * (arch["a"] * torch.tensor([1.0, -1.0, 0.5])).sum()
+
+    samples = sample_gradients(Rebar(), logits, loss_fn, n=4000, relaxed_loss_fn=cheaper)
+    z = z_scores(samples, exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+    fixed = sample_gradients(Rebar(), logits, loss_fn, n=4000)
+    assert not torch.allclose(samples.var(0), fixed.var(0)), "the relaxed loss was ignored"
+
+
 def test_reinforce_needs_only_values_of_a_non_differentiable_loss():
     torch.manual_seed(11)
     logits, _ = toy_problem()

@@ -78,6 +78,29 @@ def test_bad_module_settings_are_rejected():
         SearchModule(space, gen_lambda=-0.5)
     with pytest.raises(ValueError, match="w_step_arch"):
         SearchModule(space, w_step_arch="both")
+    with pytest.raises(ValueError, match="cv_examples must be a positive integer"):
+        SearchModule(space, cv_examples=0)
+    with pytest.raises(ValueError, match="cv_examples needs arch_samples='batch'"):
+        SearchModule(space, cv_examples=4, arch_samples="example")
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_cv_examples_evaluates_the_relaxed_terms_on_a_sub_batch(tmp_path):
+    """Rebar's L(zeta), L(zeta~) see the first cv_examples examples; L(z) and the w-step see all of them."""
+    seen = []
+
+    class Recording(DartsSpace):
+        def forward(self, x, arch):
+            relaxed = not bool(((arch["normal_node0_op"] == 0) | (arch["normal_node0_op"] == 1)).all())
+            seen.append((relaxed, x.shape[0]))
+            return super().forward(x, arch)
+
+    L.seed_everything(0)
+    module = SearchModule(Recording(channels=4, layers=3), Rebar(), objective="gen", warmup_epochs=0, cv_examples=4)
+    tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
+    assert {b for relaxed, b in seen if relaxed} == {4}
+    assert {b for relaxed, b in seen if not relaxed} == {16}
+    assert any(p.abs().sum() > 0 for p in module.space.arch_parameters()), "phi did not move"
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")

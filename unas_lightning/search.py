@@ -23,6 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from unas_lightning import objectives
 from unas_lightning.distributions import Arch, ArchDistribution, check_temperature, detach
 from unas_lightning.estimators import Estimator, Rebar
+from unas_lightning.estimators.base import EstimatorOutput
+from unas_lightning.estimators.control_variate import ControlVariateEstimator
 from unas_lightning.latency.callback import LatencyCallback
 from unas_lightning.latency.term import LatencyTerm
 from unas_lightning.spaces.base import SearchSpace
@@ -72,6 +74,10 @@ class SearchModule(L.LightningModule):
         phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
         phi_scheduler: LR scheduler factory for phi (default none).
+        cv_examples: evaluate the relaxed control variate of ``Rebar`` (L at zeta and zeta~) on the first
+            m examples of each batch only, while L(z) uses all of them: still unbiased, a fraction of the
+            cost (the relaxed evaluations run every candidate operation), some variance added
+            (``EstimatorDiagnostics`` shows how much). None: all examples (the paper).
         w_grad_clip: max gradient norm of the w-step (None disables clipping).
         max_nonfinite_steps: phi-steps with a NaN/inf loss are skipped with a warning; more than this
             many in a row stop the search with an error (phi keeps its last good value).
@@ -103,6 +109,7 @@ class SearchModule(L.LightningModule):
         w_grad_clip: float | None = 5.0,
         latency: LatencyTerm | None = None,
         max_nonfinite_steps: int = 10,
+        cv_examples: int | None = None,
     ):
         super().__init__()
         objectives.check_objective(objective, gen_lambda)
@@ -125,6 +132,11 @@ class SearchModule(L.LightningModule):
         if latency is not None and not isinstance(latency, LatencyTerm):
             raise TypeError(f"latency must be a unas_lightning.latency.LatencyTerm, got {type(latency).__name__}.")
         self.latency = latency
+        if cv_examples is not None and (not isinstance(cv_examples, int) or cv_examples < 1):
+            raise ValueError(f"cv_examples must be a positive integer or null, got {cv_examples!r}.")
+        if cv_examples is not None and arch_samples == "example":
+            raise ValueError("cv_examples needs arch_samples='batch' (per-example rows pair with every example).")
+        self.cv_examples = cv_examples
         if max_nonfinite_steps < 0:
             raise ValueError(f"max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}.")
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -200,8 +212,8 @@ class SearchModule(L.LightningModule):
     def _frozen_weights(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.space.named_parameters() if not n.startswith("arch.")}
 
-    def objective_fn(self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict):
-        """The search objective L(arch) on this step's batches, with w held constant.
+    def objective_fn(self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict, examples: int | None = None):
+        """The search objective L(arch) on this step's batches (their first ``examples``), w held constant.
 
         With per-example architectures (rows [B, ...]) it returns the per-example losses [B];
         example b of the train batch and example b of the val batch share architecture b. Each call
@@ -211,7 +223,7 @@ class SearchModule(L.LightningModule):
         weights = self._frozen_weights()
         per_example = self.arch_samples == "example"
         reduction = "none" if per_example else "mean"
-        n = self.examples_per_step(batch)
+        n = self.examples_per_step(batch) if examples is None else min(examples, self.examples_per_step(batch))
 
         def loss_fn(arch: Arch) -> Tensor:
             parts = {}
@@ -244,11 +256,19 @@ class SearchModule(L.LightningModule):
         n = self.examples_per_step(batch)
         return {k: v.expand(n, *v.shape) for k, v in self.space.arch.items()}
 
+    def estimate(self, estimator: Estimator, logits, batch, record: dict) -> EstimatorOutput:
+        """``estimator.surrogate`` on this step's objective; with ``cv_examples`` a control-variate
+        estimator evaluates its relaxed terms on the first ``cv_examples`` examples only."""
+        loss_fn = self.objective_fn(batch, record)
+        if self.cv_examples is not None and isinstance(estimator, ControlVariateEstimator):
+            return estimator.surrogate(logits, loss_fn, self.objective_fn(batch, {}, examples=self.cv_examples))
+        return estimator.surrogate(logits, loss_fn)
+
     def phi_step(self, batch) -> dict[str, Tensor]:
         """One phi update; returns what to log (the objective's parts, the latency term's)."""
         opt_phi = self.optimizers()[1]
         record: dict[int, dict[str, Tensor]] = {}
-        out = self.estimator.surrogate(self.phi_logits(batch), self.objective_fn(batch, record))
+        out = self.estimate(self.estimator, self.phi_logits(batch), batch, record)
         parts = record.get(id(out.arch)) or next(reversed(record.values()))
         logs = {f"search/{k}": v for k, v in parts.items()}
         loss = out.loss

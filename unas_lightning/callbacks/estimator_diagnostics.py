@@ -119,7 +119,7 @@ class EstimatorDiagnostics(L.Callback):
         samples, start = [], time.perf_counter()
         for _ in range(self.num_estimates):
             logits = {k: v.expand(n, *v.shape) for k, v in phi.items()} if expand else dict(phi)
-            out = estimator.surrogate(logits, pl_module.objective_fn(batch, {}))
+            out = pl_module.estimate(estimator, logits, batch, {})
             grads = torch.autograd.grad(out.loss, list(phi.values()), allow_unused=True)
             samples.append(
                 torch.cat(

@@ -259,7 +259,11 @@ class ControlVariateEstimator(Estimator):
         self._pending_optimizer_state = saved
 
     # -- the estimate ----------------------------------------------------------------------------
-    def surrogate(self, logits, loss_fn):
+    def surrogate(self, logits, loss_fn, relaxed_loss_fn=None):
+        """The estimate (Contract 2). ``relaxed_loss_fn``, when given, is what a loss-based control
+        variate (REBAR's c = L) evaluates at the relaxations instead of ``loss_fn``, e.g. the same loss on
+        a sub-batch: any differentiable function keeps the estimate unbiased; the closer it tracks
+        ``loss_fn``, the lower the variance."""
         phi = list(logits.values())
         graph = self.uses_variance_objective()
         tau = self.temperature if isinstance(self.log_temperature, nn.Parameter) else float(self.temperature.detach())
@@ -268,7 +272,7 @@ class ControlVariateEstimator(Estimator):
         s = draw(
             logits,
             loss_fn,
-            self.control_variate(loss_fn),
+            self.control_variate(loss_fn if relaxed_loss_fn is None else relaxed_loss_fn),
             self.num_samples,
             tau,
             on_first_value=lambda n: self.prepare(strip_batch(logits, n)),

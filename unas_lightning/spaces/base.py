@@ -42,6 +42,10 @@ class SearchSpace(nn.Module):
         """The discrete architecture of a one-hot ``arch`` (default: the most probable one)."""
         raise NotImplementedError
 
+    def category_names(self, key: str) -> list[str]:
+        """Names of the K categories of the logits ``key`` (for plots); indices unless overridden."""
+        return [str(i) for i in range(self.arch[key].shape[-1])]
+
     def arch_of(self, genotype: Any) -> Arch:
         """The one-hot architecture mapping that encodes ``genotype`` in this space."""
         raise NotImplementedError

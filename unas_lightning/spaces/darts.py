@@ -121,7 +121,7 @@ class DartsSpace(SearchSpace):
         if channels % 2:
             raise ValueError(f"DartsSpace: channels must be even (FactorizedReduce halves them), got {channels}.")
         self.ops = check_ops(ops)
-        self.nodes = nodes
+        self.nodes, self.channels, self.layers = nodes, channels, layers
         self.num_classes = num_classes
         self.in_channels = in_channels
         k = len(self.ops)
@@ -206,6 +206,13 @@ class DartsSpace(SearchSpace):
         return self.classifier(self.pool(s1).flatten(1))
 
     # -- genotypes -----------------------------------------------------------------------------
+    def category_names(self, key: str) -> list[str]:
+        """The columns of the logits ``key``: candidate inputs (cell inputs, earlier nodes) or operations."""
+        if key.endswith("_op"):
+            return list(self.ops)
+        n = int(key.split("_node")[1].split("_")[0])
+        return ["c_{k-2}", "c_{k-1}", *(f"node{m}" for m in range(n))]
+
     def genotype(self, arch: Mapping[str, Tensor] | None = None) -> DartsGenotype:
         """Genotype of ``arch`` (default: the most probable architecture, row-wise argmax of phi)."""
         arch = self.arch if arch is None else arch

@@ -211,6 +211,10 @@ class ProxylessSpace(SearchSpace):
         return self.classifier(self.pool(self.feature_mix(x)).flatten(1))
 
     # -- genotypes -------------------------------------------------------------------------------
+    def category_names(self, key: str) -> list[str]:
+        """The candidate blocks of the layer ``key`` (the columns of its logits)."""
+        return list(self.choices[int(key.removeprefix("layer"))])
+
     def genotype(self, arch: Mapping[str, Tensor] | None = None) -> ProxylessGenotype:
         """Genotype of ``arch`` (default: the most probable architecture)."""
         arch = self.arch if arch is None else arch
