@@ -8,8 +8,10 @@ Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a
 
 * ``unas``: ``Rebar`` + L_gen (train and val batch), one architecture per step, one-hot w-step;
 * ``unas_cv``: the same with REBAR's relaxed control variate on the first ``--cv-examples`` examples
-  (``SearchModule(cv_examples=...)``: unbiased, cheaper, some variance added);
+  (``SearchModule(cv_examples=...)``: unbiased, cheaper) and eta, beta self-tuned in closed form
+  (free; a sub-batch control variate needs a scale below 1, see the estimator benchmark (b));
 * ``unas_example``: the same with one architecture per example (the official code's CIFAR mode);
+* ``rloo``: the same objective with ``Reinforce(num_samples=3)`` (unbiased, one-hot evaluations only);
 * ``darts1``: DARTS first order: ``Softmax`` on L_val, the w-step on the softmax(phi) mixture;
 * ``gumbel``: SNAS-style ``GumbelSoftmax`` on L_train, the w-step on the relaxed sample;
 * ``floor``: one forward and backward of a single sampled one-hot architecture (no Lightning).
@@ -34,11 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["unas", "unas_cv", "unas_example", "darts1", "gumbel", "floor"]
+METHODS = ["unas", "unas_cv", "unas_example", "rloo", "darts1", "gumbel", "floor"]
 LABELS = {
     "unas": "UNAS: Rebar + L_gen, one architecture per step",
-    "unas_cv": "UNAS: Rebar + L_gen, relaxed control variate on a sub-batch (cv_examples)",
+    "unas_cv": "UNAS: Rebar (self-tuning eta, beta) + L_gen, control variate on a sub-batch",
     "unas_example": "UNAS: Rebar + L_gen, one architecture per example",
+    "rloo": "UNAS objective with RLOO (Reinforce, k = 3) + L_gen",
     "darts1": "DARTS first order: Softmax on L_val, mixture w-step",
     "gumbel": "SNAS: GumbelSoftmax on L_train, relaxed w-step",
     "floor": "floor: forward + backward of one sampled architecture",
@@ -110,13 +113,17 @@ def _data(args):
 
 def _module(method: str, args):
     from unas_lightning import SearchModule
-    from unas_lightning.estimators import GumbelSoftmax, Rebar, Softmax
+    from unas_lightning.estimators import GumbelSoftmax, Rebar, Reinforce, Softmax
 
     space = _space(args)
     if method in ("unas", "unas_cv", "unas_example"):
         arch_samples = "example" if method == "unas_example" else "batch"
-        cv = args.cv_examples if method == "unas_cv" else None
-        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples, cv_examples=cv)
+        if method == "unas_cv":  # a sub-batch control variate needs its scale eta tuned (closed form: free)
+            est = Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)
+            return SearchModule(space, est, objective="gen", cv_examples=args.cv_examples)
+        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples)
+    if method == "rloo":
+        return SearchModule(space, Reinforce(num_samples=3), objective="gen")
     if method == "darts1":
         return SearchModule(space, Softmax(), objective="val", w_step_arch="softmax")
     if method == "gumbel":
@@ -213,7 +220,12 @@ def main() -> None:
     times = {m: [] for m in methods}
     peaks = {m: [] for m in methods}
     device = "?"
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--methods")]
+    passthrough, skip = [], False
+    for a in sys.argv[1:]:  # everything but --methods goes to the workers
+        if skip or a.startswith("--methods"):
+            skip = a == "--methods" and not skip
+            continue
+        passthrough.append(a)
     for r in range(args.rounds):
         for m in methods:
             cmd = [sys.executable, __file__, *passthrough, "--worker", m, "--seed", str(args.seed + r)]

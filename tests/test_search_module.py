@@ -44,7 +44,8 @@ def test_warmup_trains_w_only_then_phi_moves(tmp_path, w_step_arch):
 
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_phi_step_uses_the_same_architecture_for_both_batches_and_freezes_w(tmp_path):
-    """The objective's L_train and L_val are evaluated at the same z; the phi-step gives w no gradient."""
+    """The objective's L_train and L_val are evaluated at the same z (one pass over both batches, or two
+    passes with the same rows); the phi-step gives w no gradient."""
     L.seed_everything(1)
     space = DartsSpace(channels=4, layers=3)
     module = SearchModule(space, estimator=Reinforce(), objective="gen")
@@ -52,7 +53,7 @@ def test_phi_step_uses_the_same_architecture_for_both_batches_and_freezes_w(tmp_
     original = space.forward
 
     def spy(x, arch):
-        seen.append({k: v.detach().clone() for k, v in arch.items()})
+        seen.append(({k: v.detach().clone() for k, v in arch.items()}, x.shape[0]))
         return original(x, arch)
 
     space.forward = spy
@@ -62,7 +63,11 @@ def test_phi_step_uses_the_same_architecture_for_both_batches_and_freezes_w(tmp_
     record = {}
     loss_fn = module.objective_fn(batch, record)
     out = module.estimator.surrogate(dict(space.arch), loss_fn)
-    assert len(seen) == 2 and all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+    n = batch["train"][0].shape[0]
+    assert [size for _, size in seen] == [2 * n]  # DartsSpace: train and val batch in one grouped pass
+    arch = seen[0][0]
+    assert all(v.shape == space.arch[k].shape for k, v in arch.items()), "one shared architecture for both"
+    assert torch.equal(torch.cat([v.reshape(-1) for v in arch.values()]).unique(), torch.tensor([0.0, 1.0]))
     parts = record[id(out.arch)]
     assert torch.isclose(parts["L_gen"], generalization_loss(parts["L_train"], parts["L_val"], 0.5))
     out.loss.backward()
@@ -98,8 +103,10 @@ def test_cv_examples_evaluates_the_relaxed_terms_on_a_sub_batch(tmp_path):
     L.seed_everything(0)
     module = SearchModule(Recording(channels=4, layers=3), Rebar(), objective="gen", warmup_epochs=0, cv_examples=4)
     tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
-    assert {b for relaxed, b in seen if relaxed} == {4}
-    assert {b for relaxed, b in seen if not relaxed} == {16}
+    # relaxed: one grouped pass over (zeta, zeta~) x (train, val) x 4 examples; one-hot: L(z) over
+    # (train, val) x 16 in one pass, the w-step and validation over 16
+    assert {b for relaxed, b in seen if relaxed} == {4 * 4}
+    assert {b for relaxed, b in seen if not relaxed} == {2 * 16, 16}
     assert any(p.abs().sum() > 0 for p in module.space.arch_parameters()), "phi did not move"
 
 

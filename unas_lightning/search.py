@@ -17,7 +17,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
-from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
 from unas_lightning import objectives
@@ -28,6 +27,7 @@ from unas_lightning.estimators.control_variate import ControlVariateEstimator
 from unas_lightning.latency.callback import LatencyCallback
 from unas_lightning.latency.term import LatencyTerm
 from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.step_objective import StepObjective
 
 GENOTYPE_FILE = "genotype.json"
 HISTORY_FILE = "genotypes.jsonl"
@@ -212,36 +212,18 @@ class SearchModule(L.LightningModule):
     def _frozen_weights(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.space.named_parameters() if not n.startswith("arch.")}
 
-    def objective_fn(self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict, examples: int | None = None):
+    def objective_fn(
+        self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict, examples: int | None = None
+    ) -> StepObjective:
         """The search objective L(arch) on this step's batches (their first ``examples``), w held constant.
 
         With per-example architectures (rows [B, ...]) it returns the per-example losses [B];
         example b of the train batch and example b of the val batch share architecture b. Each call
-        stores its parts (L_train, L_val, objective; batch means) in ``record[id(arch)]``.
+        stores its parts (L_train, L_val, objective; batch means) in ``record[id(arch)]``. Its
+        ``many(archs)`` evaluates several architectures in one supernet pass (``StepObjective``).
         """
-        use_train, use_val = objectives.uses_batches(self.objective)
-        weights = self._frozen_weights()
-        per_example = self.arch_samples == "example"
-        reduction = "none" if per_example else "mean"
         n = self.examples_per_step(batch) if examples is None else min(examples, self.examples_per_step(batch))
-
-        def loss_fn(arch: Arch) -> Tensor:
-            parts = {}
-            l_train = l_val = None
-            if use_train:
-                x, y = (t[:n] for t in batch["train"])
-                l_train = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y, reduction=reduction)
-                parts["L_train"] = l_train.detach().mean()
-            if use_val:
-                x, y = (t[:n] for t in batch["val"])
-                l_val = F.cross_entropy(functional_call(self.space, weights, (x, arch)), y, reduction=reduction)
-                parts["L_val"] = l_val.detach().mean()
-            value = objectives.combine(self.objective, l_train, l_val, self.gen_lambda)
-            parts[f"L_{self.objective}"] = value.detach().mean()
-            record[id(arch)] = parts
-            return value
-
-        return loss_fn
+        return StepObjective(self.space, self._frozen_weights(), batch, self.objective, self.gen_lambda, n, record)
 
     def examples_per_step(self, batch) -> int:
         """Examples the phi-step uses from each batch (train and val are cut to the same size)."""

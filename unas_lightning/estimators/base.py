@@ -47,6 +47,11 @@ class Estimator(nn.Module):
     (a baseline, a temperature, a surrogate) updates that state inside ``surrogate`` and keeps it in
     buffers or parameters of its own, so it is saved in checkpoints with the search module.
 
+    *Several architectures at once.* A loss function may also offer ``loss_fn.many(archs)`` returning
+    the values at several architectures in order (``SearchModule``'s ``StepObjective`` runs them as
+    one supernet pass); an estimator that evaluates several relaxations per sample (REBAR's zeta and
+    zeta~) should use it when present. Plain callables stay valid loss functions.
+
     Every estimator can be built with no arguments. Select one in a config with
     ``class_path: unas_lightning.estimators.Rebar`` or ``class_path: mypkg.MyEstimator``.
 

@@ -21,6 +21,9 @@ class SearchSpace(nn.Module):
     """
 
     arch: nn.ParameterDict
+    #: True when every batch norm keeps per-group statistics inside ``batch_groups`` (see
+    #: ``spaces/batch_groups.py``), so several evaluations can share one forward pass.
+    supports_batch_groups: bool = False
 
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         """phi: the logits of the architecture distribution."""

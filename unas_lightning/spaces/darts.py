@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from unas_lightning.distributions import Arch, one_hot_argmax
 from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
 from unas_lightning.spaces.darts_genotype import CELL_TYPES, DartsGenotype, Node
 from unas_lightning.spaces.darts_ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
 
@@ -94,6 +95,8 @@ class DartsSpace(SearchSpace):
         True
     """
 
+    supports_batch_groups = True  # every batch norm is a GroupedBatchNorm2d without running statistics
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -134,7 +137,7 @@ class DartsSpace(SearchSpace):
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_stem, 3, stride=stem_stride, padding=1, bias=False),
-            nn.BatchNorm2d(c_stem, track_running_stats=False),
+            GroupedBatchNorm2d(c_stem, track_running_stats=False),
         )
         c_pp, c_p, c = c_stem, c_stem, channels
         reductions = reduction_layers(layers)

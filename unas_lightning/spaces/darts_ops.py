@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
+
 #: The paper's seven operations, in the order of the official UNAS code.
 PRIMITIVES: tuple[str, ...] = (
     "skip_connect",
@@ -26,7 +28,7 @@ IMAGENET_PRIMITIVES: tuple[str, ...] = PRIMITIVES[:5]
 
 
 def _bn(channels: int, affine: bool, track: bool) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, affine=affine, track_running_stats=track)
+    return GroupedBatchNorm2d(channels, affine=affine, track_running_stats=track)
 
 
 class ReLUConvBN(nn.Sequential):

@@ -1,0 +1,69 @@
+"""StepObjective: one grouped supernet pass computes what separate passes compute (values and gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unas_lightning.distributions import ArchDistribution
+from unas_lightning.spaces import DartsSpace
+from unas_lightning.step_objective import StepObjective
+
+
+def _setup(per_example: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    space = DartsSpace(channels=4, layers=3)
+    batch = {"train": (torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))),
+             "val": (torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,)))}  # fmt: skip
+    phi = {k: (0.5 * torch.randn_like(v)).requires_grad_(True) for k, v in space.arch.items()}
+    logits = {k: v.expand(6, *v.shape) for k, v in phi.items()} if per_example else phi
+    dist = ArchDistribution(logits)
+    s = dist.rsample(0.5)
+    zeta_tilde = dist.conditional_rsample(s.z, 0.5)
+    weights = {n: p.detach() for n, p in space.named_parameters() if not n.startswith("arch.")}
+    return space, weights, batch, phi, s, zeta_tilde
+
+
+@pytest.mark.parametrize("per_example", [False, True], ids=["shared", "per-example"])
+@pytest.mark.parametrize("objective", ["gen", "val"])
+def test_one_grouped_pass_equals_separate_passes(per_example, objective):
+    space, weights, batch, phi, s, zeta_tilde = _setup(per_example)
+    grouped = StepObjective(space, weights, batch, objective, 0.5, examples=6)
+    separate = StepObjective(space, weights, batch, objective, 0.5, examples=6)
+    separate.grouped = False
+    assert grouped.grouped  # DartsSpace supports batch_groups
+    got = grouped.many([s.zeta, zeta_tilde])
+    want = separate.many([s.zeta, zeta_tilde])
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape == ((6,) if per_example else ())
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    g_got = torch.autograd.grad(sum(v.sum() for v in got), list(phi.values()), retain_graph=True)
+    g_want = torch.autograd.grad(sum(v.sum() for v in want), list(phi.values()))
+    scale = max(g.abs().max() for g in g_want)  # float32 sums in another order: compare at the gradient's scale
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(scale))
+    # one-hot z on both batches in one pass, too
+    torch.testing.assert_close(grouped(s.z), separate(s.z), rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_pass_is_one_supernet_call():
+    space, weights, batch, _, s, zeta_tilde = _setup(False)
+    calls = []
+    handle = space.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    StepObjective(space, weights, batch, "gen", 0.5, examples=6).many([s.zeta, zeta_tilde])
+    handle.remove()
+    assert calls == [24]  # 2 architectures x (train, val) x 6 examples
+
+
+def test_several_one_hot_architectures_get_a_pass_each():
+    """Sharing a pass would run every architecture's operations on every group: one pass per z instead."""
+    space, weights, batch, phi, _, _ = _setup(False)
+    dist = ArchDistribution(phi)
+    z1, z2 = dist.sample(), dist.sample()
+    calls = []
+    handle = space.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    objective = StepObjective(space, weights, batch, "gen", 0.5, examples=6)
+    values = objective.many([z1, z2])
+    handle.remove()
+    assert calls == [12, 12]  # each z over (train, val) x 6 examples
+    torch.testing.assert_close(torch.stack(values), torch.stack([objective(z1), objective(z2)]))
