@@ -117,7 +117,7 @@ class ArchitectureMonitor(L.Callback):
             "latency_ms": measured_ms,
             "latency_device": str(pl_module.device) if measured_ms is not None else None,
             "epochs": trainer.current_epoch,
-            "entropy": float(space.distribution().entropy()),
+            "entropy": float(space.distribution().entropy().detach()),
         }
         write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(self.summary, indent=2) + "\n")
         lines = [
