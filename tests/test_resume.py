@@ -69,3 +69,21 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_phi_and_genot
         assert diff == 0.0, f"phi after epoch {epoch} differs from the uninterrupted run by {diff}"
     assert any(v.abs().sum() > 0 for v in a.values()), "phi never moved: the comparison would be vacuous"
     assert _genotype(tmp_path / "resumed") == _genotype(tmp_path / "full")
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_ckpt_path_last_without_a_checkpoint_starts_a_fresh_run(tmp_path):
+    """A job script can always pass --ckpt_path last: the first run starts afresh and says so."""
+    from conftest import tiny_args
+
+    proc = subprocess.run(
+        [*unas_cli(), *tiny_args(tmp_path, "--trainer.max_epochs", "1", "--ckpt_path", "last")],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no last.ckpt under" in proc.stderr + proc.stdout and "starting a fresh run" in proc.stderr + proc.stdout
+    assert find_last_checkpoint([tmp_path]) is not None
