@@ -58,20 +58,22 @@ def fashion_mnist_available() -> None:
         pytest.fail("Fashion-MNIST is missing: run `apt-get install dataset-fashion-mnist` (scripts/setup.sh does).")
 
 
-def tiny_trainer(tmp_path, epochs=2):
+def tiny_trainer(tmp_path, epochs=2, **overrides):
+    """A quiet CPU Trainer for a few real batches; ``overrides`` replace any of its settings."""
     import lightning as L
 
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    settings = {
+        "accelerator": "cpu",
+        "max_epochs": epochs,
+        "limit_train_batches": 3,
+        "limit_val_batches": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    return L.Trainer(**{**settings, **overrides})
 
 
 def tiny_data():

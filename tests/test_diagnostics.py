@@ -9,10 +9,10 @@ import subprocess
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, subprocess_env, tiny_args, unas_cli
+from conftest import ROOT, subprocess_env, tiny_args, tiny_data, tiny_trainer, unas_cli
 from lightning.pytorch.loggers import CSVLogger
 
-from unas_lightning import FashionMNISTDataModule, SearchModule
+from unas_lightning import SearchModule
 from unas_lightning.callbacks import EstimatorDiagnostics, gradient_statistics
 from unas_lightning.estimators import Rebar, Reinforce
 from unas_lightning.spaces import DartsSpace
@@ -43,20 +43,10 @@ def _fit(tmp_path, callbacks):
     L.seed_everything(5)
     space = DartsSpace(channels=4, layers=3)
     module = SearchModule(space, estimator=Rebar(self_tuning=True, tune_temperature=False), warmup_epochs=0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=1,
-        logger=CSVLogger(tmp_path),
-        log_every_n_steps=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
+    trainer = tiny_trainer(
+        tmp_path, epochs=1, limit_train_batches=4, logger=CSVLogger(tmp_path), log_every_n_steps=1, callbacks=callbacks
     )
-    trainer.fit(module, datamodule=FashionMNISTDataModule(batch_size=16, max_train_examples=256))
+    trainer.fit(module, datamodule=tiny_data())
     return module
 
 

@@ -135,34 +135,40 @@ def test_latency_term_settings_are_checked():
     assert float(term.penalty(torch.tensor(5.0))) == 0.0
 
 
-@pytest.mark.usefixtures("fashion_mnist_available")
-def test_quick_latency_config_measures_real_latency_end_to_end(tmp_path):
-    import json
+def _quick_latency_search(tmp_path, num_archs: int, *extra: str):
+    """``fit`` with the quick latency config, tiny settings, writing into ``tmp_path``."""
     import subprocess
 
     from conftest import ROOT, subprocess_env, unas_cli
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from unas_lightning.genotypes import load_genotype
-    from unas_lightning.spaces import ProxylessGenotype
 
     args = [
         "fit", "--config", str(ROOT / "configs/search/proxyless_latency_quick.yaml"),
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
-        "--trainer.max_epochs", "2",
         "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1",
-        "--trainer.log_every_n_steps", "1",
-        "--trainer.callbacks.init_args.num_archs", "12",
+        "--trainer.callbacks.init_args.num_archs", str(num_archs),
         "--trainer.callbacks.init_args.repeats", "3",
         "--data.init_args.batch_size", "8",
         "--data.init_args.max_train_examples", "256",
+        *extra,
     ]  # fmt: skip
-    proc = subprocess.run(
+    return subprocess.run(
         [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
     )
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_quick_latency_config_measures_real_latency_end_to_end(tmp_path):
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from unas_lightning.genotypes import load_genotype
+    from unas_lightning.spaces import ProxylessGenotype
+
+    proc = _quick_latency_search(tmp_path, 12, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     genotype = load_genotype(next(tmp_path.rglob("genotype.json")))
     assert isinstance(genotype, ProxylessGenotype) and len(genotype.ops) == 21
@@ -182,31 +188,16 @@ def test_quick_latency_config_measures_real_latency_end_to_end(tmp_path):
 def test_ddp_two_processes_with_rebar_gen_and_latency_keep_phi_identical(tmp_path):
     """REBAR + L_gen + measured latency (LatencyCallback) on 2 CPU processes: phi identical after every epoch."""
     import json
-    import subprocess
-
-    from conftest import ROOT, subprocess_env, unas_cli
 
     probe = json.dumps({"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / "probe")}})
-    args = [
-        "fit", "--config", str(ROOT / "configs/search/proxyless_latency_quick.yaml"),
-        "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
+    proc = _quick_latency_search(
+        tmp_path, 10,
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "2",
         "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "3",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.limit_val_batches", "1",
-        "--trainer.callbacks.init_args.num_archs", "10",
-        "--trainer.callbacks.init_args.repeats", "3",
         f"--trainer.callbacks+={probe}",
-        "--data.init_args.batch_size", "8",
-        "--data.init_args.max_train_examples", "256",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for epoch in range(3):
         phi0 = torch.load(tmp_path / "probe" / f"phi_rank0_epoch{epoch}.pt", weights_only=True)

@@ -222,7 +222,9 @@ class SearchModule(L.LightningModule):
         stores its parts (L_train, L_val, objective; batch means) in ``record[id(arch)]``. Its
         ``many(archs)`` evaluates several architectures in one supernet pass (``StepObjective``).
         """
-        n = self.examples_per_step(batch) if examples is None else min(examples, self.examples_per_step(batch))
+        n = self.examples_per_step(batch)
+        if examples is not None:
+            n = min(n, examples)
         return StepObjective(self.space, self._frozen_weights(), batch, self.objective, self.gen_lambda, n, record)
 
     def examples_per_step(self, batch) -> int:

@@ -99,7 +99,7 @@ class ArchitectureMonitor(L.Callback):
         space = pl_module.space
         mode = space.distribution().mode()
         latency = _latency_callback(trainer)
-        measured_ms = latency.measure(mode) if latency is not None and latency._input_shape else None  # collective
+        measured_ms = latency.measure(mode) if latency is not None else None  # collective under DDP
         run_dir = pl_module.run_dir  # collective under DDP
         if not trainer.is_global_zero:
             return

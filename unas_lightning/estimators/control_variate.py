@@ -63,6 +63,7 @@ def draw(
     ``on_first_value(n)`` is called once the first loss tells whether the losses are per-example.
     """
     dist = ArchDistribution(logits)
+    many = getattr(c, "many", None)  # a loss that evaluates several architectures in one pass
     log_p, f, c_zeta, c_tilde, zs = [], [], [], [], []
     for i in range(k):
         s = dist.rsample(temperature)
@@ -72,7 +73,6 @@ def draw(
         n = f[-1].shape[0]
         if i == 0 and on_first_value is not None:
             on_first_value(n)
-        many = getattr(c, "many", None)  # a loss that evaluates several architectures in one pass
         pair = many([s.zeta, zeta_tilde]) if callable(many) else [c(s.zeta), c(zeta_tilde)]
         c_zeta.append(_match(pair[0], n, logits))
         c_tilde.append(_match(pair[1], n, logits))

@@ -139,12 +139,11 @@ class LatencyCallback(L.Callback):
                 self._remember(key, self._time(arch))
             return self.cache[key]
         flat = torch.cat([arch[k].detach().argmax(-1).flatten() for k in sorted(arch)])
-        gathered = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1).cpu()
-        keys = [self.key(self._unflatten(row, arch)) for row in gathered]
+        rows = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1).cpu()
+        archs = [self._unflatten(row, arch) for row in rows]
+        keys = [self.key(a) for a in archs]
         new = list(dict.fromkeys(k for k in keys if k not in self.cache))
-        timed = (
-            [self._time(self._unflatten(gathered[keys.index(k)], arch)) for k in new] if trainer.is_global_zero else []
-        )
+        timed = [self._time(archs[keys.index(k)]) for k in new] if trainer.is_global_zero else []
         timed = trainer.strategy.broadcast(timed, src=0)
         for key, ms in zip(new, timed, strict=True):
             self._remember(key, ms)
@@ -153,14 +152,19 @@ class LatencyCallback(L.Callback):
     @staticmethod
     def _unflatten(indices: torch.Tensor, template: Arch) -> Arch:
         """The one-hot architecture with the flat per-choice ``indices`` (inverse of ``measure``'s flatten)."""
-        arch, start = {}, 0
+        by_key, start = {}, 0
         for k in sorted(template):
-            shape = template[k].shape
-            n = shape[:-1].numel()
-            idx = indices[start : start + n].to(template[k].device).reshape(shape[:-1])
-            arch[k] = torch.nn.functional.one_hot(idx, shape[-1]).to(template[k].dtype)
-            start += n
-        return arch
+            shape = template[k].shape[:-1]
+            by_key[k] = indices[start : start + shape.numel()].reshape(shape)
+            start += shape.numel()
+        return LatencyCallback._one_hot(by_key, template)
+
+    @staticmethod
+    def _one_hot(indices: dict, template: Arch) -> Arch:
+        """One-hot rows (dtype and device of ``template``) with the chosen ``indices`` per key."""
+        return {
+            k: torch.nn.functional.one_hot(torch.as_tensor(indices[k]), v.shape[-1]).to(v) for k, v in template.items()
+        }
 
     # -- hooks ---------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -193,18 +197,18 @@ class LatencyCallback(L.Callback):
         logits = {k: torch.zeros_like(v) for k, v in pl_module.space.arch.items()}
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         archs = [ArchDistribution(logits).sample(generator=gen) for _ in range(self.num_archs)]
+        keys = [self.key(a) for a in archs]
         latencies = [0.0] * len(archs)
         if trainer.is_global_zero:
             show = trainer.progress_bar_callback is not None
             progress = _progress(len(archs), "timing architectures for the latency surrogate", show)
-            for i, arch in enumerate(archs):
-                key = self.key(arch)
+            for i, (arch, key) in enumerate(zip(archs, keys, strict=True)):
                 latencies[i] = self.cache[key] if key in self.cache else self._time(arch)
                 progress(i + 1)
         latencies = trainer.strategy.broadcast(latencies, src=0)
-        for arch, ms in zip(archs, latencies, strict=True):
-            if self.key(arch) not in self.cache:
-                self._remember(self.key(arch), ms)
+        for key, ms in zip(keys, latencies, strict=True):
+            if key not in self.cache:
+                self._remember(key, ms)
         return archs, latencies
 
     def fit(self, pl_module, archs: list[Arch], latencies: list[float]) -> None:
@@ -220,7 +224,7 @@ class LatencyCallback(L.Callback):
             pl_module.log("latency/surrogate_mae_ms", self.fit_metrics["test_mae_ms"], batch_size=1)
             pl_module.log("latency/surrogate_mape", self.fit_metrics["test_mape"], batch_size=1)
         if self.refit_every_n_steps and self._phi_steps % self.refit_every_n_steps == 0 and len(self.measured) >= 5:
-            archs = [self._arch_from_indices(pl_module, idx) for idx, _ in self.measured]
+            archs = [self._one_hot(idx, dict(pl_module.space.arch)) for idx, _ in self.measured]
             self.fit(pl_module, archs, [ms for _, ms in self.measured])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -266,13 +270,6 @@ class LatencyCallback(L.Callback):
         self.measured = [(dict(a), float(ms)) for a, ms in state_dict.get("measured", [])]
         self.fit_metrics = dict(state_dict.get("fit_metrics", {}))
         self._phi_steps = int(state_dict.get("phi_steps", 0))
-
-    @staticmethod
-    def _arch_from_indices(pl_module, indices: dict[str, list[int] | int]) -> Arch:
-        arch = {}
-        for k, v in pl_module.space.arch.items():
-            arch[k] = torch.nn.functional.one_hot(torch.as_tensor(indices[k]), v.shape[-1]).to(v)
-        return arch
 
 
 def _progress(total: int, description: str, show: bool = True):
