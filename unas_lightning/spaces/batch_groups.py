@@ -24,6 +24,7 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -49,17 +50,22 @@ class GroupedBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        groups = _GROUPS.get()
-        if groups == 1:
+        if _GROUPS.get() == 1:
             return super().forward(x)
         if self.track_running_stats:
             raise RuntimeError("batch_groups needs batch norm without running statistics (track_running_stats=False).")
-        n, c, h, w = x.shape
-        if n % groups:
-            raise ValueError(f"a batch of {n} does not split into {groups} equal groups.")
-        # [g*b, C, H, W] -> [b, g*C, H, W]: one batch_norm call, one set of statistics per (group, channel)
-        folded = x.reshape(groups, n // groups, c, h, w).transpose(0, 1).reshape(n // groups, groups * c, h, w)
-        weight = self.weight.repeat(groups) if self.weight is not None else None
-        bias = self.bias.repeat(groups) if self.bias is not None else None
-        y = F.batch_norm(folded, None, None, weight, bias, True, 0.0, self.eps)
-        return y.reshape(n // groups, groups, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+        return batch_norm(x, self.weight, self.bias, self.eps)
+
+
+def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Batch norm with batch statistics (no running averages), per group inside ``batch_groups(g)``."""
+    groups = _GROUPS.get()
+    if groups == 1:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    n = x.shape[0]
+    if n % groups:
+        raise ValueError(f"a batch of {n} does not split into {groups} equal groups.")
+    # one call per group on a view, then one copy: cheaper than folding the groups into channels,
+    # which needs two layout-changing copies (measured 2-3x slower forward + backward, channels-last)
+    parts = [F.batch_norm(chunk, None, None, weight, bias, True, 0.0, eps) for chunk in x.chunk(groups)]
+    return torch.cat(parts)

@@ -26,11 +26,20 @@ from torch import Tensor, nn
 from unas_lightning.distributions import Arch, one_hot_argmax
 from unas_lightning.spaces.base import SearchSpace
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
+from unas_lightning.spaces.darts_fused import FusedCell, fusable
 from unas_lightning.spaces.darts_genotype import CELL_TYPES, DartsGenotype, Node
 from unas_lightning.spaces.darts_ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
 
 # (m, k, coef): apply op k to state m and scale by coef (None: the coefficient is exactly 1).
 Term = tuple[int, int, Tensor | None]
+
+
+class Dense(list):
+    """A cell's plan when every coefficient is non-zero: the A_n themselves, for the fused mixture."""
+
+
+# per node, the terms to compute; or Dense([A_0, A_1, ...])
+CellPlan = Sequence[Sequence[Term]] | Dense
 
 
 def reduction_layers(layers: int) -> set[int]:
@@ -56,9 +65,16 @@ class SearchCell(nn.Module):
             )
             for n in range(nodes)
         )
+        ops_ok = all(fusable(op) for node in self.edges for edge in node for op in edge)
+        self.fused = FusedCell(self.edges) if ops_ok else None  # holds references, no weights
 
-    def forward(self, s0: Tensor, s1: Tensor, plan: Sequence[Sequence[Term]]) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if isinstance(plan, Dense):
+            if self.fused is not None:
+                return torch.cat(self.fused(states[0], states[1], plan), dim=1)
+            plan = [[(m, k, a[..., m, k]) for m in range(a.shape[-2]) for k in range(a.shape[-1])] for a in plan]
+            plan = [[(m, k, c.reshape(-1, 1, 1, 1) if c.dim() else c) for m, k, c in t] for t in plan]
         for node_ops, terms in zip(self.edges, plan, strict=True):
             out = None
             for m, k, coef in terms:
@@ -84,6 +100,9 @@ class DartsSpace(SearchSpace):
         stem_stride: stride of the stem convolution; 2 quarters the cost of small CPU searches.
         channels_last: run convolutions in the channels-last memory format (about 3x faster for the
             depthwise convolutions on CPU, and the fast layout for cuDNN).
+        fuse_relaxed: run a cell whose coefficients are all non-zero (relaxed zeta, softmax(phi)) as a
+            few wide operations (``spaces/darts_fused.py``): the same function at a fraction of the
+            per-operation overhead. ``False`` keeps the edge-by-edge loop (for comparisons).
 
     Examples:
         >>> import torch
@@ -108,6 +127,7 @@ class DartsSpace(SearchSpace):
         stem_multiplier: int = 3,
         stem_stride: int = 1,
         channels_last: bool = True,
+        fuse_relaxed: bool = True,
     ):
         super().__init__()
         for name, value in [
@@ -153,6 +173,7 @@ class DartsSpace(SearchSpace):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
         self.channels_last = channels_last
+        self.fuse_relaxed = bool(fuse_relaxed)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -165,11 +186,12 @@ class DartsSpace(SearchSpace):
             out.append(i[..., 0, :, None] * o[..., 0, None, :] + i[..., 1, :, None] * o[..., 1, None, :])
         return out
 
-    def plan(self, arch: Mapping[str, Tensor]) -> dict[str, list[list[Term]]]:
+    def plan(self, arch: Mapping[str, Tensor]) -> dict[str, CellPlan]:
         """Which (input, op) pairs each node computes, with their coefficients.
 
         One host synchronisation per forward decides, for every coefficient, whether it is zero
-        (skip the op) or an exact constant 1 (use the op's output unscaled).
+        (skip the op) or an exact constant 1 (use the op's output unscaled). A cell type whose
+        coefficients are all non-zero gets ``Dense(A_n)``: the fused mixture (``fuse_relaxed``).
         """
         coefs = {t: self.coefficients(arch, t) for t in CELL_TYPES}
         flat = torch.cat([a.detach().reshape(-1, a.shape[-2] * a.shape[-1]) for t in CELL_TYPES for a in coefs[t]], 1)
@@ -177,6 +199,11 @@ class DartsSpace(SearchSpace):
         all_one = (flat == 1).all(0).tolist()
         plans, pos = {}, 0
         for t in CELL_TYPES:
+            size = sum(a.shape[-2] * a.shape[-1] for a in coefs[t])
+            if self.fuse_relaxed and all(nonzero[pos : pos + size]):
+                plans[t] = Dense(coefs[t])
+                pos += size
+                continue
             plans[t] = []
             for a in coefs[t]:
                 n_in, k = a.shape[-2], a.shape[-1]
