@@ -183,16 +183,21 @@ def part_b(args) -> None:
         ("Rebar (paper: tau=0.4, eta=1)", Rebar()),
         ("Rebar self-tuning eta, beta (closed form)", Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)),
         ("Rebar self-tuning eta, beta, tau", Rebar(self_tuning=True, tune_lr=0.05)),
-        ("Rebar (paper), relaxed terms on 8 of 32 examples", Rebar()),
-        (
-            "Rebar self-tuning eta, beta, relaxed terms on 8 of 32",
-            Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05),
-        ),
         ("GumbelSoftmax (biased)", GumbelSoftmax()),
     ]
-    # SearchModule(cv_examples=8): the relaxed control variate on the first 8 examples of each batch
-    sub_batch = {"relaxed_loss_fn": module.objective_fn(batch, {}, examples=8)}
-    kwargs = {name: sub_batch for name, _ in estimators if "8 of 32" in name}
+    # SearchModule(cv_examples=m): the relaxed control variate on the first m examples of each batch
+    kwargs = {}
+    for m in args.b_cv_examples:
+        sub_batch = {"relaxed_loss_fn": module.objective_fn(batch, {}, examples=m)}
+        for name, est in [
+            (f"Rebar (paper), relaxed terms on {m} of 32 examples", Rebar()),
+            (
+                f"Rebar self-tuning eta, beta, relaxed terms on {m} of 32",
+                Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05),
+            ),
+        ]:
+            estimators.insert(-1, (name, est))
+            kwargs[name] = sub_batch
     if args.b_skip:
         estimators = [(n, e) for n, e in estimators if not any(word in n for word in args.b_skip)]
     estimators_by_name = dict(estimators)
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="(c) seeds")
     parser.add_argument("--checkpoint", type=Path, default=None, help="(b) a quickstart search's last.ckpt")
     parser.add_argument("--b-train-steps", type=int, default=300, help="(b) w-steps before measuring")
+    parser.add_argument("--b-cv-examples", type=int, nargs="*", default=[8, 4], help="(b) cv_examples rows")
     parser.add_argument("--b-skip", nargs="*", default=[], help="(b) skip estimators whose name contains these")
     parser.add_argument("--b-warmup", type=int, default=100, help="(b) adaptation draws per estimator")
     parser.add_argument("--b-draws", type=int, default=32, help="(b) estimates per estimator")

@@ -6,11 +6,15 @@
 Every method runs the same supernet (the quickstart DARTS space unless changed) on the same real
 Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a user runs it:
 
-* ``unas``: ``Rebar`` + L_gen (train and val batch), one architecture per step, one-hot w-step;
-* ``unas_cv``: the same with REBAR's relaxed control variate on the first ``--cv-examples`` examples
-  (``SearchModule(cv_examples=...)``: unbiased, cheaper) and eta, beta self-tuned in closed form
-  (free; a sub-batch control variate needs a scale below 1, see the estimator benchmark (b));
-* ``unas_example``: the same with one architecture per example (the official code's CIFAR mode);
+* ``unas``: UNAS as we recommend running it: ``Rebar`` + L_gen (train and val batch), one
+  architecture per step, one-hot w-step, REBAR's relaxed control variate on the first
+  ``--cv-examples`` examples of each batch (``SearchModule(cv_examples=...)``: unbiased, cheaper)
+  with its scale eta and baseline beta self-tuned in closed form (free; a sub-batch control variate
+  needs a scale below 1, see the estimator benchmark (b) for the variance);
+* ``unas_paper``: the paper's setting: ``Rebar()`` (tau 0.4, eta 1) with the control variate on the
+  whole batch;
+* ``unas_example``: the paper's setting with one architecture per example (the official code's
+  CIFAR mode);
 * ``rloo``: the same objective with ``Reinforce(num_samples=3)`` (unbiased, one-hot evaluations only);
 * ``darts1``: DARTS first order: ``Softmax`` on L_val, the w-step on the softmax(phi) mixture;
 * ``gumbel``: SNAS-style ``GumbelSoftmax`` on L_train, the w-step on the relaxed sample;
@@ -31,16 +35,17 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["unas", "unas_cv", "unas_example", "rloo", "darts1", "gumbel", "floor"]
+METHODS = ["unas", "unas_paper", "unas_example", "rloo", "darts1", "gumbel", "floor"]
 LABELS = {
-    "unas": "UNAS: Rebar + L_gen, one architecture per step",
-    "unas_cv": "UNAS: Rebar (self-tuning eta, beta) + L_gen, control variate on a sub-batch",
-    "unas_example": "UNAS: Rebar + L_gen, one architecture per example",
+    "unas": "UNAS: Rebar (self-tuning eta, beta) + L_gen, control variate on cv_examples",
+    "unas_paper": "UNAS, paper setting: Rebar (tau 0.4, eta 1) + L_gen, whole-batch control variate",
+    "unas_example": "UNAS, paper setting, one architecture per example",
     "rloo": "UNAS objective with RLOO (Reinforce, k = 3) + L_gen",
     "darts1": "DARTS first order: Softmax on L_val, mixture w-step",
     "gumbel": "SNAS: GumbelSoftmax on L_train, relaxed w-step",
@@ -100,7 +105,14 @@ def _space(args):
     from unas_lightning.spaces import DartsSpace
 
     return DartsSpace(
-        in_channels=1, num_classes=10, channels=args.channels, layers=args.layers, nodes=4, ops="paper", stem_stride=2
+        in_channels=1,
+        num_classes=10,
+        channels=args.channels,
+        layers=args.layers,
+        nodes=4,
+        ops="paper",
+        stem_stride=2,
+        fuse_relaxed=not args.no_fuse,
     )
 
 
@@ -116,11 +128,11 @@ def _module(method: str, args):
     from unas_lightning.estimators import GumbelSoftmax, Rebar, Reinforce, Softmax
 
     space = _space(args)
-    if method in ("unas", "unas_cv", "unas_example"):
+    if method == "unas":  # a sub-batch control variate needs its scale eta tuned (closed form: free)
+        est = Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)
+        return SearchModule(space, est, objective="gen", cv_examples=args.cv_examples)
+    if method in ("unas_paper", "unas_example"):
         arch_samples = "example" if method == "unas_example" else "batch"
-        if method == "unas_cv":  # a sub-batch control variate needs its scale eta tuned (closed form: free)
-            est = Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)
-            return SearchModule(space, est, objective="gen", cv_examples=args.cv_examples)
         return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples)
     if method == "rloo":
         return SearchModule(space, Reinforce(num_samples=3), objective="gen")
@@ -181,20 +193,22 @@ def worker(method: str, args) -> dict:
 
     module = _module(method, args)
     module.warmup_epochs = 0
-    trainer = L.Trainer(
-        accelerator=device.type,
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=args.warmup + args.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[StepTimer()],
-    )
-    trainer.fit(module, datamodule=_data(args))
+    with tempfile.TemporaryDirectory(prefix="unas_step_") as root:  # genotype.json goes there, not into the cwd
+        trainer = L.Trainer(
+            accelerator=device.type,
+            devices=1,
+            max_epochs=1,
+            limit_train_batches=args.warmup + args.steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[StepTimer()],
+            default_root_dir=root,
+        )
+        trainer.fit(module, datamodule=_data(args))
     return {"method": method, "times": times, "peak_mib": memory.peak(), "device": str(device)}
 
 
@@ -206,8 +220,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--cv-examples", type=int, default=8, help="cv_examples of the unas_cv method")
+    parser.add_argument("--cv-examples", type=int, default=8, help="cv_examples of the unas method")
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
+    parser.add_argument("--no-fuse", action="store_true", help="relaxed cells edge by edge (fuse_relaxed=False)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -247,9 +262,10 @@ def main() -> None:
     med = {m: statistics.median(times[m]) for m in methods}
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(
-        f"`python benchmarks/search_step.py` ({where}; DARTS space {args.channels} channels x {args.layers} cells, "
-        f"4 nodes, 8 ops; batch {args.batch_size}, cv_examples {args.cv_examples}; {args.rounds} rounds x "
-        f"{args.steps} steps)\n"
+        f"`python benchmarks/search_step.py{' --no-fuse' if args.no_fuse else ''}` ({where}; DARTS space "
+        f"{args.channels} channels x {args.layers} cells, 4 nodes, 7 ops, relaxed cells "
+        f"{'edge by edge' if args.no_fuse else 'fused'}; batch {args.batch_size}, cv_examples {args.cv_examples}; "
+        f"{args.rounds} rounds x {args.steps} steps)\n"
     )
     print("| method | ms / step (median) | IQR (ms) | vs DARTS 1st order | vs floor | peak memory (MiB) |")
     print("|---|---|---|---|---|---|")

@@ -20,16 +20,15 @@ def _setup(per_example: bool, seed: int = 0):
     dist = ArchDistribution(logits)
     s = dist.rsample(0.5)
     zeta_tilde = dist.conditional_rsample(s.z, 0.5)
-    weights = {n: p.detach() for n, p in space.named_parameters() if not n.startswith("arch.")}
-    return space, weights, batch, phi, s, zeta_tilde
+    return space, batch, phi, s, zeta_tilde
 
 
 @pytest.mark.parametrize("per_example", [False, True], ids=["shared", "per-example"])
 @pytest.mark.parametrize("objective", ["gen", "val"])
 def test_one_grouped_pass_equals_separate_passes(per_example, objective):
-    space, weights, batch, phi, s, zeta_tilde = _setup(per_example)
-    grouped = StepObjective(space, weights, batch, objective, 0.5, examples=6)
-    separate = StepObjective(space, weights, batch, objective, 0.5, examples=6)
+    space, batch, phi, s, zeta_tilde = _setup(per_example)
+    grouped = StepObjective(space, batch, objective, 0.5, examples=6)
+    separate = StepObjective(space, batch, objective, 0.5, examples=6)
     separate.grouped = False
     assert grouped.grouped  # DartsSpace supports batch_groups
     got = grouped.many([s.zeta, zeta_tilde])
@@ -47,23 +46,32 @@ def test_one_grouped_pass_equals_separate_passes(per_example, objective):
 
 
 def test_grouped_pass_is_one_supernet_call():
-    space, weights, batch, _, s, zeta_tilde = _setup(False)
+    space, batch, _, s, zeta_tilde = _setup(False)
     calls = []
     handle = space.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
-    StepObjective(space, weights, batch, "gen", 0.5, examples=6).many([s.zeta, zeta_tilde])
+    StepObjective(space, batch, "gen", 0.5, examples=6).many([s.zeta, zeta_tilde])
     handle.remove()
     assert calls == [24]  # 2 architectures x (train, val) x 6 examples
 
 
 def test_several_one_hot_architectures_get_a_pass_each():
     """Sharing a pass would run every architecture's operations on every group: one pass per z instead."""
-    space, weights, batch, phi, _, _ = _setup(False)
+    space, batch, phi, _, _ = _setup(False)
     dist = ArchDistribution(phi)
     z1, z2 = dist.sample(), dist.sample()
     calls = []
     handle = space.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
-    objective = StepObjective(space, weights, batch, "gen", 0.5, examples=6)
+    objective = StepObjective(space, batch, "gen", 0.5, examples=6)
     values = objective.many([z1, z2])
     handle.remove()
     assert calls == [12, 12]  # each z over (train, val) x 6 examples
     torch.testing.assert_close(torch.stack(values), torch.stack([objective(z1), objective(z2)]))
+
+
+def test_weights_are_held_constant():
+    """Only phi gets a gradient; w builds no graph and requires gradients again afterwards."""
+    space, batch, phi, s, zeta_tilde = _setup(False)
+    values = StepObjective(space, batch, "gen", 0.5, examples=6).many([s.zeta, zeta_tilde])
+    sum(values).backward()
+    assert all(p.grad is None and p.requires_grad for p in space.weight_parameters())
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in phi.values())

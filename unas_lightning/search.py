@@ -209,8 +209,11 @@ class SearchModule(L.LightningModule):
         """True once the warm-up epochs are over and phi is updated."""
         return self.current_epoch >= self.warmup_epochs
 
-    def _frozen_weights(self) -> dict[str, Tensor]:
-        return {n: p.detach() for n, p in self.space.named_parameters() if not n.startswith("arch.")}
+    def _weights(self) -> list[Tensor]:
+        """w, the supernet weights (listed once: walking thousands of modules every step is slow)."""
+        if getattr(self, "_weight_list", None) is None:
+            self._weight_list = list(self.space.weight_parameters())
+        return self._weight_list
 
     def objective_fn(
         self, batch: Mapping[str, tuple[Tensor, Tensor]], record: dict, examples: int | None = None
@@ -225,7 +228,7 @@ class SearchModule(L.LightningModule):
         n = self.examples_per_step(batch)
         if examples is not None:
             n = min(n, examples)
-        return StepObjective(self.space, self._frozen_weights(), batch, self.objective, self.gen_lambda, n, record)
+        return StepObjective(self.space, batch, self.objective, self.gen_lambda, n, record, weights=self._weights())
 
     def examples_per_step(self, batch) -> int:
         """Examples the phi-step uses from each batch (train and val are cut to the same size)."""
