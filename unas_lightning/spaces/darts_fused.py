@@ -8,15 +8,17 @@ stacked along the channels:
 
 * a state x_m and every node n that reads it form the (n, m) *pairs* of a source group (the two cell
   inputs form the first group, each node's output the next ones, so every group has one stride);
-* ReLU, batch norm (per channel) and pooling act channel-wise: one call over all pairs;
-* the depthwise convolutions of one kernel shape: one convolution with ``groups = pairs x C`` and the
-  pairs' kernels stacked; all pointwise convolutions of a stage: one grouped convolution;
-* the weighted sum x_n = sum_{m,k} A_n[m, k] O_k(x_m) of every node reading the group: one einsum.
+* ReLU, batch norm (per channel) and pooling act channel-wise: one call over all pairs (pooling
+  and the identity have no weights: they run once per state, not once per pair);
+* an operation's depthwise convolution over all pairs: one convolution with ``groups = pairs x C``
+  and the pairs' kernels stacked; its pointwise convolution: one with ``groups = pairs``;
+* the weighted sum x_n = sum_{m,k} A_n[m, k] O_k(x_m) of every node reading the group: one batched
+  matmul of the stacked outputs with a [nodes, rows] coefficient matrix (per example if need be).
 
 This computes exactly what the edge-by-edge loop computes (same weights, the modules' own
-parameters read at call time, so ``functional_call`` and DDP see nothing new), in about 40 calls per
-source group instead of ~45 per edge. One-hot architectures keep the edge loop, which runs only the
-chosen operations.
+parameters read at call time, so ``functional_call`` and DDP see nothing new; tested in float64),
+in about 35 calls per source group instead of ~45 per edge. One-hot architectures keep the edge
+loop, which runs only the chosen operations.
 """
 
 from __future__ import annotations
@@ -42,19 +44,28 @@ class _ConvOp:
 
 @dataclass
 class _Group:
-    """The pairs (node n, input m) that read the states of one source group, and their operations."""
+    """The pairs (node n, input m) that read the states of one source group, and their operations.
+
+    Operations with weights run once per pair (each edge has its own weights); pooling and the
+    identity have none, so they run once per *state* and the mixture weights map them to every
+    reader. Their outputs are the rows of the mixture: one row per (op, pair) or (op, state).
+    """
 
     states: tuple[int, ...]
     readers: list[int]  # nodes reading these states, in order
     pairs: list[tuple[int, int]]  # (n, m), reader-major
-    convs: list[_ConvOp] = field(default_factory=list)  # sep convs first, then dil convs
-    identity: list[int] = field(default_factory=list)  # op indices of skip_connect (stride 1)
-    reduce: tuple[int, list[FactorizedReduce]] | None = None  # skip_connect at stride 2
-    pools: list[tuple[int, str, nn.Module]] = field(default_factory=list)  # (k, "max"/"avg", module)
-    coef_index: Tensor | None = None  # positions of A[n, m, k] in the cell's flat coefficient vector
-    coef_mask: Tensor | None = None  # [readers, K, pairs]: 1 where the pair belongs to the node
-    cache_key: tuple | None = None
-    cache: tuple[Tensor, Tensor] | None = None
+    convs: list[_ConvOp] = field(default_factory=list)  # sep and dil convs (per pair)
+    reduce: tuple[int, list[FactorizedReduce]] | None = None  # skip_connect at stride 2 (per pair)
+    identity: list[int] = field(default_factory=list)  # op indices of skip_connect at stride 1 (per state)
+    pools: list[tuple[int, str, nn.Module]] = field(default_factory=list)  # (k, "max"/"avg", module) per state
+    coef_index: Tensor | None = None  # [readers, rows]: position of A_n[m, k] in the flat coefficients
+    cache: dict = field(default_factory=dict)  # coef_index per device
+
+    def row_ops(self) -> list[tuple[int, bool]]:
+        """(op index, per pair?) in the order the mixture's rows are stacked."""
+        per_pair = [op.k for op in self.convs] + ([self.reduce[0]] if self.reduce else [])
+        per_state = self.identity + [k for k, _, _ in self.pools]
+        return [(k, True) for k in per_pair] + [(k, False) for k in per_state]
 
 
 def fusable(op: nn.Module) -> bool:
@@ -79,19 +90,19 @@ class FusedCell:
             for m in range(n + 2):
                 offsets[n, m] = pos
                 pos += self.num_ops
+        self.size = pos  # length of the flat coefficient vector; index ``size`` is a constant 0
         self.groups: list[_Group] = []
         for states in [(0, 1), *[(j,) for j in range(2, self.nodes + 1)]]:
             readers = [n for n in range(self.nodes) if n + 2 > max(states)]
             pairs = [(n, m) for n in readers for m in states]
             group = _Group(states, readers, pairs)
-            seps, dils = [], []
             for k in range(self.num_ops):
                 ops = [edges[n][m][k] for n, m in pairs]
                 first = ops[0]
                 if isinstance(first, SepConv):
-                    seps.append(_ConvOp(k, [[op[0] for op in ops], [op[1] for op in ops]]))
+                    group.convs.append(_ConvOp(k, [[op[0] for op in ops], [op[1] for op in ops]]))
                 elif isinstance(first, DilConv):
-                    dils.append(_ConvOp(k, [list(ops)]))
+                    group.convs.append(_ConvOp(k, [list(ops)]))
                 elif isinstance(first, FactorizedReduce):
                     group.reduce = (k, list(ops))
                 elif isinstance(first, nn.Identity):
@@ -100,31 +111,32 @@ class FusedCell:
                     group.pools.append((k, "max" if isinstance(first, nn.MaxPool2d) else "avg", first))
                 else:
                     raise TypeError(f"FusedCell cannot fuse {type(first).__name__}.")
-            group.convs = seps + dils
-            index = [offsets[n, m] + k for k in range(self.num_ops) for n, m in pairs]  # k-major, then pair
+            index = []
+            for n in readers:  # W[n, row] = A_n[m, k] when node n reads that row's input, else 0
+                row = []
+                for k, per_pair in group.row_ops():
+                    if per_pair:
+                        row += [offsets[n, m] + k if pn == n else self.size for pn, m in pairs]
+                    else:
+                        row += [offsets[n, m] + k for m in states]
+                index.append(row)
             group.coef_index = torch.tensor(index)
-            mask = torch.zeros(len(readers), self.num_ops, len(pairs))
-            for p, (n, _) in enumerate(pairs):
-                mask[readers.index(n), :, p] = 1
-            group.coef_mask = mask
             self.groups.append(group)
 
     def __call__(self, s0: Tensor, s1: Tensor, coefs: Sequence[Tensor]) -> list[Tensor]:
         """The node outputs for coefficients ``coefs[n]`` = A_n [..., n + 2, K] (leading dim: per example)."""
         flat = torch.cat([a.flatten(-2) for a in coefs], -1)  # [..., sum_n (n + 2) K]
-        states, acc = [s0, s1], [None] * self.nodes
+        flat = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], -1)  # position ``size``: 0
+        states, relu, acc = [s0, s1], {}, [None] * self.nodes
         for g in self.groups:
-            x = torch.cat([states[m] for _, m in g.pairs], 1) if len(g.pairs) > 1 else states[g.pairs[0][1]]
-            outs = self._ops(g, x)  # K x [B, P*C, H', W']
+            outs = self._ops(g, states, relu)  # per row op: [B, P*C, H', W'] or [B, S*C, H', W']
             b, _, h, w = outs[0].shape
-            c = x.shape[1] // len(g.pairs)
-            # y [B, K*P, H*W*C]: each output [B, P*C, H, W] is viewed as [B, P, H, W, C] (no copy when
-            # channels-last) and the stack makes the one copy; then x_n = A y is one batched matmul
-            y = torch.stack([o.permute(0, 2, 3, 1).reshape(b, h, w, -1, c).permute(0, 3, 1, 2, 4) for o in outs], 1)
-            y = y.view(b, -1, h * w * c)
-            index, mask = self._constants(g, flat)
-            weights = flat.index_select(-1, index).unflatten(-1, (self.num_ops, len(g.pairs)))
-            weights = (weights.unsqueeze(-3) * mask).flatten(-2)  # [(B,) N, K*P]
+            c = states[g.states[0]].shape[1]
+            # y [B, rows, H*W*C]: each output [B, R*C, H, W] is viewed as [B, R, H, W, C] (no copy when
+            # channels-last) and the cat makes the one copy; then x_n = W y is one batched matmul
+            y = torch.cat([o.permute(0, 2, 3, 1).reshape(b, h, w, -1, c).permute(0, 3, 1, 2, 4) for o in outs], 1)
+            y = y.reshape(b, -1, h * w * c)
+            weights = flat[..., self._index(g, flat.device)]  # [(B,) readers, rows]
             mixed = torch.matmul(weights, y).view(b, len(g.readers), h, w, c)
             for n, part in zip(g.readers, mixed.unbind(1), strict=True):
                 part = part.permute(0, 3, 1, 2)  # [B, C, H, W], channels-last strides
@@ -132,58 +144,53 @@ class FusedCell:
             states.append(acc[len(states) - 2])  # the first reader has all its inputs now
         return states[2:]
 
-    def _constants(self, g: _Group, like: Tensor) -> tuple[Tensor, Tensor]:
-        """The group's coefficient index and mask on ``like``'s device (moved once per device and dtype)."""
-        key = (like.device, like.dtype)
-        if g.cache_key != key:
-            g.cache = (g.coef_index.to(like.device), g.coef_mask.to(like.device, like.dtype))
-            g.cache_key = key
-        return g.cache
+    @staticmethod
+    def _index(g: _Group, device: torch.device) -> Tensor:
+        if device not in g.cache:
+            g.cache[device] = g.coef_index.to(device)
+        return g.cache[device]
 
     # -- the candidate operations of one group, each as one wide call ------------------------------
-    def _ops(self, g: _Group, x: Tensor) -> list[Tensor]:
+    def _ops(self, g: _Group, states: list[Tensor], relu: dict[int, Tensor]) -> list[Tensor]:
+        """Every row op's output, in ``g.row_ops()`` order; ``relu`` caches ReLU(state) across groups."""
         pairs = len(g.pairs)
-        outs: list[Tensor | None] = [None] * self.num_ops
-        relu = F.relu(x)
-        if g.convs:
-            first = self._stage(relu, [op.stages[0] for op in g.convs], pairs, shared=True)
-            chunks = first.chunk(len(g.convs), 1)
-            seps = [op for op in g.convs if len(op.stages) == 2]
-            for op, chunk in zip(g.convs[len(seps) :], chunks[len(seps) :], strict=True):
-                outs[op.k] = chunk
-            if seps:
-                second_in = F.relu(torch.cat(chunks[: len(seps)], 1) if len(seps) > 1 else chunks[0])
-                second = self._stage(second_in, [op.stages[1] for op in seps], pairs, shared=False)
-                for op, chunk in zip(seps, second.chunk(len(seps), 1), strict=True):
-                    outs[op.k] = chunk
-        for k in g.identity:
-            outs[k] = x
-        if g.reduce is not None:
-            outs[g.reduce[0]] = self._factorized_reduce(relu, g.reduce[1])
-        for k, kind, pool in g.pools:
-            if kind == "max":
-                outs[k] = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
-            else:
-                outs[k] = F.avg_pool2d(x, pool.kernel_size, pool.stride, pool.padding, count_include_pad=False)
-        return outs  # type: ignore[return-value]
+        outs: dict[int, Tensor] = {}
+        if g.convs or g.reduce is not None:  # the weighted ops read ReLU(x_m), one copy per pair
+            for m in g.states:
+                if m not in relu:
+                    relu[m] = F.relu(states[m])
+            r = torch.cat([relu[m] for _, m in g.pairs], 1) if pairs > 1 else relu[g.pairs[0][1]]
+            for op in g.convs:  # sep conv: two DilConv stages; dil conv: one
+                h = self._dil_conv(r, op.stages[0], pairs)
+                for stage in op.stages[1:]:
+                    h = self._dil_conv(F.relu(h), stage, pairs)
+                outs[op.k] = h
+            if g.reduce is not None:
+                outs[g.reduce[0]] = self._factorized_reduce(r, g.reduce[1])
+        if g.identity or g.pools:  # weight-free ops: once per state
+            x = torch.cat([states[m] for m in g.states], 1) if len(g.states) > 1 else states[g.states[0]]
+            for k in g.identity:
+                outs[k] = x
+            for k, kind, pool in g.pools:
+                if kind == "max":
+                    outs[k] = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
+                else:
+                    outs[k] = F.avg_pool2d(x, pool.kernel_size, pool.stride, pool.padding, count_include_pad=False)
+        return [outs[k] for k, _ in g.row_ops()]
 
     @staticmethod
-    def _stage(x: Tensor, blocks: list[list[DilConv]], pairs: int, shared: bool) -> Tensor:
-        """One DilConv stage of several ops over all pairs: depthwise per op, one grouped pointwise, one BN.
+    def _dil_conv(x: Tensor, block: list[DilConv], pairs: int) -> Tensor:
+        """One DilConv (ReLU'd input ->) depthwise -> pointwise -> BN of every pair, as three wide calls.
 
-        ``x`` is the pairs' (ReLU'd) inputs [B, P*C], read by every op (``shared``), or one such slab
-        per op concatenated [B, ops*P*C] (the second stage of the separable convolutions).
+        Ops stay separate: one pointwise convolution over several ops' channels would be fewer
+        calls, but its backward is several times slower on CPU once the tensor outgrows the cache.
         """
-        inputs = [x] * len(blocks) if shared else list(x.chunk(len(blocks), 1))
-        depthwise = []
-        for block, inp in zip(blocks, inputs, strict=True):
-            dw = block[0][1]
-            weight = torch.cat([b[1].weight for b in block]) if len(block) > 1 else dw.weight
-            depthwise.append(F.conv2d(inp, weight, None, dw.stride, dw.padding, dw.dilation, groups=inp.shape[1]))
-        h = torch.cat(depthwise, 1) if len(depthwise) > 1 else depthwise[0]
-        pw_weight = torch.cat([b[2].weight for block in blocks for b in block])
-        h = F.conv2d(h, pw_weight, None, 1, 0, 1, groups=len(blocks) * pairs)
-        return batch_norm(h, eps=blocks[0][0][3].eps)
+        dw, pw, bn = block[0][1], block[0][2], block[0][3]
+        w_dw = torch.cat([b[1].weight for b in block]) if pairs > 1 else dw.weight
+        w_pw = torch.cat([b[2].weight for b in block]) if pairs > 1 else pw.weight
+        h = F.conv2d(x, w_dw, None, dw.stride, dw.padding, dw.dilation, groups=x.shape[1])
+        h = F.conv2d(h, w_pw, None, 1, 0, 1, groups=pairs)
+        return batch_norm(h, eps=bn.eps)
 
     @staticmethod
     def _factorized_reduce(relu: Tensor, ops: list[FactorizedReduce]) -> Tensor:
