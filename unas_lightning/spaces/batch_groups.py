@@ -41,6 +41,11 @@ def batch_groups(groups: int) -> Iterator[None]:
         _GROUPS.reset(token)
 
 
+def current_groups() -> int:
+    """The number of groups set by the innermost ``batch_groups`` block (1 outside)."""
+    return _GROUPS.get()
+
+
 class GroupedBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` that normalises each chunk of ``batch_groups(g)`` with the chunk's own statistics.
 

@@ -11,7 +11,8 @@ stacked along the channels:
 * ReLU, batch norm (per channel) and pooling act channel-wise: one call over all pairs (pooling
   and the identity have no weights: they run once per state, not once per pair);
 * an operation's depthwise convolution over all pairs: one convolution with ``groups = pairs x C``
-  and the pairs' kernels stacked; its pointwise convolution: one with ``groups = pairs``;
+  and the pairs' kernels stacked; its pointwise convolution: one with ``groups = pairs``; the batch
+  norms of a stage: one call (inside ``batch_groups``, where each call is one per group);
 * the weighted sum x_n = sum_{m,k} A_n[m, k] O_k(x_m) of every node reading the group: one batched
   matmul of the stacked outputs with a [nodes, rows] coefficient matrix (per example if need be).
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unas_lightning.spaces.batch_groups import batch_norm
+from unas_lightning.spaces.batch_groups import batch_norm, current_groups
 from unas_lightning.spaces.darts_ops import DilConv, FactorizedReduce, SepConv
 
 
@@ -160,11 +161,17 @@ class FusedCell:
                 if m not in relu:
                     relu[m] = F.relu(states[m])
             r = torch.cat([relu[m] for _, m in g.pairs], 1) if pairs > 1 else relu[g.pairs[0][1]]
-            for op in g.convs:  # sep conv: two DilConv stages; dil conv: one
-                h = self._dil_conv(r, op.stages[0], pairs)
-                for stage in op.stages[1:]:
-                    h = self._dil_conv(F.relu(h), stage, pairs)
-                outs[op.k] = h
+            if g.convs:  # sep conv: two DilConv stages; dil conv: one
+                out = self._dil_convs([r] * len(g.convs), [op.stages[0] for op in g.convs], pairs)
+                seps = [i for i, op in enumerate(g.convs) if len(op.stages) == 2]
+                if seps:
+                    second = self._dil_convs(
+                        [F.relu(out[i]) for i in seps], [g.convs[i].stages[1] for i in seps], pairs
+                    )
+                    for i, h in zip(seps, second, strict=True):
+                        out[i] = h
+                for op, h in zip(g.convs, out, strict=True):
+                    outs[op.k] = h
             if g.reduce is not None:
                 outs[g.reduce[0]] = self._factorized_reduce(r, g.reduce[1])
         if g.identity or g.pools:  # weight-free ops: once per state
@@ -179,18 +186,25 @@ class FusedCell:
         return [outs[k] for k, _ in g.row_ops()]
 
     @staticmethod
-    def _dil_conv(x: Tensor, block: list[DilConv], pairs: int) -> Tensor:
-        """One DilConv (ReLU'd input ->) depthwise -> pointwise -> BN of every pair, as three wide calls.
+    def _dil_convs(xs: list[Tensor], blocks: list[list[DilConv]], pairs: int) -> list[Tensor]:
+        """One DilConv stage (depthwise -> pointwise -> BN) of several ops, each over all its pairs.
 
-        Ops stay separate: one pointwise convolution over several ops' channels would be fewer
-        calls, but its backward is several times slower on CPU once the tensor outgrows the cache.
+        ``xs[i]`` is op i's (ReLU'd) input [B, P*C], ``blocks[i]`` its DilConv of every pair. Each op's
+        convolutions are one call each (one pointwise convolution over several ops' channels would be
+        fewer calls, but its backward gets several times slower on CPU once the tensor outgrows the
+        cache); the batch norm is one call over all ops when ``batch_groups`` splits it per group.
         """
-        dw, pw, bn = block[0][1], block[0][2], block[0][3]
-        w_dw = torch.cat([b[1].weight for b in block]) if pairs > 1 else dw.weight
-        w_pw = torch.cat([b[2].weight for b in block]) if pairs > 1 else pw.weight
-        h = F.conv2d(x, w_dw, None, dw.stride, dw.padding, dw.dilation, groups=x.shape[1])
-        h = F.conv2d(h, w_pw, None, 1, 0, 1, groups=pairs)
-        return batch_norm(h, eps=bn.eps)
+        hs = []
+        for x, block in zip(xs, blocks, strict=True):
+            dw, pw = block[0][1], block[0][2]
+            w_dw = torch.cat([b[1].weight for b in block]) if pairs > 1 else dw.weight
+            w_pw = torch.cat([b[2].weight for b in block]) if pairs > 1 else pw.weight
+            h = F.conv2d(x, w_dw, None, dw.stride, dw.padding, dw.dilation, groups=x.shape[1])
+            hs.append(F.conv2d(h, w_pw, None, 1, 0, 1, groups=pairs))
+        eps = blocks[0][0][3].eps
+        if current_groups() == 1 or len(hs) == 1:
+            return [batch_norm(h, eps=eps) for h in hs]
+        return list(batch_norm(torch.cat(hs, 1), eps=eps).chunk(len(hs), 1))
 
     @staticmethod
     def _factorized_reduce(relu: Tensor, ops: list[FactorizedReduce]) -> Tensor:
