@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--cv-examples", type=int, default=8, help="cv_examples of the unas method")
+    parser.add_argument("--cv-examples", type=int, default=4, help="cv_examples of the unas method")
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
     parser.add_argument("--no-fuse", action="store_true", help="relaxed cells edge by edge (fuse_relaxed=False)")
     parser.add_argument("--seed", type=int, default=0)

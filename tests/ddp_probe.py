@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback
 
 
 class DumpPhiPerRank(Callback):
-    """Saves ``phi_rank{r}_epoch{e}.pt``, ``genotype_rank{r}.json`` and, when a ``LatencyCallback`` runs,
+    """Saves ``phi_rank{r}_epoch{e}.pt``, ``estimator_rank{r}_epoch{e}.pt`` (its tensors: tuned eta, beta, ...),
+    ``genotype_rank{r}.json`` and, when a ``LatencyCallback`` runs,
     ``latency_cache_rank{r}_epoch{e}.json`` into ``out_dir``."""
 
     def __init__(self, out_dir: str):
@@ -23,6 +24,10 @@ class DumpPhiPerRank(Callback):
         r, e = trainer.global_rank, trainer.current_epoch
         phi = {k: v.detach().cpu().clone() for k, v in pl_module.space.arch.items()}
         torch.save(phi, self.out_dir / f"phi_rank{r}_epoch{e}.pt")
+        estimator = {
+            k: v.detach().cpu().clone() for k, v in pl_module.estimator.state_dict().items() if torch.is_tensor(v)
+        }
+        torch.save(estimator, self.out_dir / f"estimator_rank{r}_epoch{e}.pt")
         (self.out_dir / f"genotype_rank{r}.json").write_text(json.dumps(pl_module.space.genotype().to_dict()))
         for cb in trainer.callbacks:
             if hasattr(cb, "cache") and hasattr(cb, "measured"):

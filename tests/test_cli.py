@@ -83,7 +83,9 @@ def test_print_config_lists_the_estimator_and_space(tmp_path, capsys):
 
 @pytest.mark.parametrize("arch_samples", ["batch", "example"])
 def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path, arch_samples):
-    """Both sampling modes under DDP: phi identical on both ranks after every epoch; rank 0 alone writes."""
+    """Both sampling modes under DDP: phi and the estimator's tuned state identical on both ranks after every
+    epoch; rank 0 alone writes. The quickstart's self-tuning REBAR with its sub-batch control variate
+    (``cv_examples``) runs in batch mode; per-example sampling runs REBAR on the whole batch."""
     probe = json.dumps({"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / "probe")}})
     args = tiny_args(
         tmp_path,
@@ -92,6 +94,7 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path, arch_samples):
         "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "3",
         "--model.init_args.arch_samples", arch_samples,
+        *(["--model.init_args.cv_examples", "null"] if arch_samples == "example" else []),
         f"--trainer.callbacks+={probe}",
     )  # fmt: skip
     proc = subprocess.run(
@@ -104,6 +107,10 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path, arch_samples):
         phi1 = torch.load(probe_dir / f"phi_rank1_epoch{epoch}.pt", weights_only=True)
         assert phi0.keys() == phi1.keys()
         assert all(torch.equal(phi0[k], phi1[k]) for k in phi0), f"phi differs across ranks after epoch {epoch}"
+        est0 = torch.load(probe_dir / f"estimator_rank0_epoch{epoch}.pt", weights_only=True)
+        est1 = torch.load(probe_dir / f"estimator_rank1_epoch{epoch}.pt", weights_only=True)
+        assert est0.keys() == est1.keys() and "eta" in est0
+        assert all(torch.equal(est0[k], est1[k]) for k in est0), f"estimator state differs after epoch {epoch}"
     final = torch.load(probe_dir / "phi_rank0_epoch2.pt", weights_only=True)
     start = {k: torch.zeros_like(v) for k, v in final.items()}
     assert any(not torch.equal(final[k], start[k]) for k in final), "phi never moved"

@@ -153,6 +153,25 @@ def linear_parts(s: CVSamples, phi: Sequence[Tensor]) -> tuple[list[Tensor], lis
     return fill(u), fill(v), fill(w)
 
 
+def _average_over_ranks(grads: list[Tensor]) -> list[Tensor]:
+    """The mean of ``grads`` over the processes of a ``torch.distributed`` job (DDP), else ``grads``.
+
+    Under DDP every rank estimates from its own samples, and phi's gradient is averaged by DDP; the
+    estimator's own tuned state (eta, log tau, beta, RELAX's g) is averaged here the same way, so it
+    stays identical on every rank (and a checkpoint written by rank 0 holds everybody's state).
+    Every rank calls ``surrogate`` once per training step, so the collective is matched.
+    """
+    if not grads or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return grads
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return grads
+    flat = torch.cat([g.detach().reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    return [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+
+
 def variance_objective(g_hat: Sequence[Tensor], n: int = 1) -> Tensor:
     """sum of squared estimates of the gradient of phi: its theta-gradient equals that of the total variance.
 
@@ -305,6 +324,8 @@ class ControlVariateEstimator(Estimator):
                 extra_grad = closed_form.get(next((n for n, q in self.named_parameters() if q is p), ""))
                 if extra_grad is not None:
                     grads[i] = extra_grad if grads[i] is None else grads[i] + extra_grad
+            present = _average_over_ranks([g for g in grads if g is not None])  # None: same on every rank
+            grads = [None if g is None else present.pop(0) for g in grads]
             opt.zero_grad(set_to_none=True)
             for p, g in zip(params, grads, strict=True):
                 p.grad = None if g is None else g.detach()
