@@ -60,3 +60,17 @@ def test_only_fully_relaxed_cell_types_are_fused():
     assert isinstance(plan["normal"], list) and type(plan["normal"]).__name__ == "Dense"
     assert type(plan["reduce"]).__name__ != "Dense"
     torch.testing.assert_close(fused(x, zeta), loop(x, zeta), rtol=1e-10, atol=1e-12)
+
+
+def test_a_deep_copy_fuses_its_own_weights():
+    """The fused cell refers to the op modules; a copied space must use the copy's, not the original's."""
+    fused, _, x = _pair("paper", 28)
+    twin = copy.deepcopy(fused)
+    with torch.no_grad():
+        for p in twin.weight_parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    zeta = _relaxed(twin, False, len(x))
+    loop = copy.deepcopy(twin)
+    loop.fuse_relaxed = False
+    torch.testing.assert_close(twin(x, zeta), loop(x, zeta), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(twin(x, zeta), fused(x, zeta))
