@@ -77,7 +77,9 @@ class SearchModule(L.LightningModule):
         cv_examples: evaluate the relaxed control variate of ``Rebar`` (L at zeta and zeta~) on the first
             m examples of each batch only, while L(z) uses all of them: still unbiased, a fraction of the
             cost (the relaxed evaluations run every candidate operation), some variance added
-            (``EstimatorDiagnostics`` shows how much). None: all examples (the paper).
+            (``EstimatorDiagnostics`` shows how much). Pair it with ``Rebar(self_tuning=True,
+            tune_temperature=False)``: a sub-batch control variate needs a scale eta below 1. The
+            quickstart uses 4 (README, "Search step cost"). None: all examples (the paper).
         w_grad_clip: max gradient norm of the w-step (None disables clipping).
         max_nonfinite_steps: phi-steps with a NaN/inf loss are skipped with a warning; more than this
             many in a row stop the search with an error (phi keeps its last good value).
