@@ -70,11 +70,8 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        if isinstance(plan, Dense):
-            if self.fused is not None:
-                return torch.cat(self.fused(states[0], states[1], plan), dim=1)
-            plan = [[(m, k, a[..., m, k]) for m in range(a.shape[-2]) for k in range(a.shape[-1])] for a in plan]
-            plan = [[(m, k, c.reshape(-1, 1, 1, 1) if c.dim() else c) for m, k, c in t] for t in plan]
+        if isinstance(plan, Dense):  # only handed out when every cell has a FusedCell
+            return torch.cat(self.fused(states[0], states[1], plan), dim=1)
         for node_ops, terms in zip(self.edges, plan, strict=True):
             out = None
             for m, k, coef in terms:
@@ -200,7 +197,7 @@ class DartsSpace(SearchSpace):
         plans, pos = {}, 0
         for t in CELL_TYPES:
             size = sum(a.shape[-2] * a.shape[-1] for a in coefs[t])
-            if self.fuse_relaxed and all(nonzero[pos : pos + size]):
+            if self.fuse_relaxed and all(nonzero[pos : pos + size]) and all(c.fused for c in self.cells):
                 plans[t] = Dense(coefs[t])
                 pos += size
                 continue
