@@ -309,3 +309,22 @@ def test_closed_form_self_tuning_rebar_is_unbiased_and_lowers_variance():
     torch.manual_seed(19)
     fixed = sample_gradients(Rebar(), logits, loss_fn, n=4000)
     assert samples[2000:].var(0).sum() < fixed[2000:].var(0).sum()
+
+
+@pytest.mark.parametrize("tune_temperature", [False, True], ids=["closed-form", "variance-objective"])
+def test_a_nan_loss_does_not_corrupt_the_self_tuned_state(tune_temperature):
+    """The search skips a phi-step with a NaN loss; the estimator's own tuning step is skipped too."""
+    logits, loss_fn = toy_problem()
+    logits = {k: v.requires_grad_(True) for k, v in logits.items()}
+    est = Rebar(self_tuning=True, tune_temperature=tune_temperature, tune_lr=0.05)
+    est.prepare(logits)
+    torch.manual_seed(3)
+    for _ in range(3):
+        est.surrogate(logits, loss_fn)
+    before = {k: v.detach().clone() for k, v in est.state_dict().items() if torch.is_tensor(v)}
+    est.surrogate(logits, lambda arch: loss_fn(arch) * float("nan"))
+    after = {k: v.detach() for k, v in est.state_dict().items() if torch.is_tensor(v)}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    est.surrogate(logits, loss_fn)  # and it goes on tuning
+    assert not torch.equal(est.eta.detach(), before["eta"])

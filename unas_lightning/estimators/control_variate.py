@@ -326,11 +326,13 @@ class ControlVariateEstimator(Estimator):
                     grads[i] = extra_grad if grads[i] is None else grads[i] + extra_grad
             present = _average_over_ranks([g for g in grads if g is not None])  # None: same on every rank
             grads = [None if g is None else present.pop(0) for g in grads]
-            opt.zero_grad(set_to_none=True)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = None if g is None else g.detach()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            # a NaN/inf loss (skipped by the search) must not corrupt the tuned state for good: skip its step
+            if all(bool(torch.isfinite(g).all()) for g in grads if g is not None):
+                opt.zero_grad(set_to_none=True)
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = None if g is None else g.detach()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
         return EstimatorOutput(loss=loss, arch=s.z[0], value=s.f[0].mean())
 
     def _closed_form_tuning(self, s: CVSamples, phi, eta: float, beta: float):
