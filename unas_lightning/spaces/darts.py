@@ -171,6 +171,7 @@ class DartsSpace(SearchSpace):
         self.classifier = nn.Linear(c_p, num_classes)
         self.channels_last = channels_last
         self.fuse_relaxed = bool(fuse_relaxed)
+        self._all_cells_fuse = all(cell.fused is not None for cell in self.cells)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -197,7 +198,7 @@ class DartsSpace(SearchSpace):
         plans, pos = {}, 0
         for t in CELL_TYPES:
             size = sum(a.shape[-2] * a.shape[-1] for a in coefs[t])
-            if self.fuse_relaxed and all(nonzero[pos : pos + size]) and all(c.fused for c in self.cells):
+            if self.fuse_relaxed and self._all_cells_fuse and all(nonzero[pos : pos + size]):
                 plans[t] = Dense(coefs[t])
                 pos += size
                 continue

@@ -59,14 +59,9 @@ class _Group:
     reduce: tuple[int, list[FactorizedReduce]] | None = None  # skip_connect at stride 2 (per pair)
     identity: list[int] = field(default_factory=list)  # op indices of skip_connect at stride 1 (per state)
     pools: list[tuple[int, str, nn.Module]] = field(default_factory=list)  # (k, "max"/"avg", module) per state
+    rows: list[tuple[int, bool]] = field(default_factory=list)  # (op index, per pair?) in stacking order
     coef_index: Tensor | None = None  # [readers, rows]: position of A_n[m, k] in the flat coefficients
     cache: dict = field(default_factory=dict)  # coef_index per device
-
-    def row_ops(self) -> list[tuple[int, bool]]:
-        """(op index, per pair?) in the order the mixture's rows are stacked."""
-        per_pair = [op.k for op in self.convs] + ([self.reduce[0]] if self.reduce else [])
-        per_state = self.identity + [k for k, _, _ in self.pools]
-        return [(k, True) for k in per_pair] + [(k, False) for k in per_state]
 
 
 def fusable(op: nn.Module) -> bool:
@@ -112,11 +107,14 @@ class FusedCell:
                     group.pools.append((k, "max" if isinstance(first, nn.MaxPool2d) else "avg", first))
                 else:
                     raise TypeError(f"FusedCell cannot fuse {type(first).__name__}.")
+            per_pair = [op.k for op in group.convs] + ([group.reduce[0]] if group.reduce else [])
+            per_state = group.identity + [k for k, _, _ in group.pools]
+            group.rows = [(k, True) for k in per_pair] + [(k, False) for k in per_state]
             index = []
             for n in readers:  # W[n, row] = A_n[m, k] when node n reads that row's input, else 0
                 row = []
-                for k, per_pair in group.row_ops():
-                    if per_pair:
+                for k, one_per_pair in group.rows:
+                    if one_per_pair:
                         row += [offsets[n, m] + k if pn == n else self.size for pn, m in pairs]
                     else:
                         row += [offsets[n, m] + k for m in states]
@@ -153,7 +151,7 @@ class FusedCell:
 
     # -- the candidate operations of one group, each as one wide call ------------------------------
     def _ops(self, g: _Group, states: list[Tensor], relu: dict[int, Tensor]) -> list[Tensor]:
-        """Every row op's output, in ``g.row_ops()`` order; ``relu`` caches ReLU(state) across groups."""
+        """Every row op's output, in ``g.rows`` order; ``relu`` caches ReLU(state) across groups."""
         pairs = len(g.pairs)
         outs: dict[int, Tensor] = {}
         if g.convs or g.reduce is not None:  # the weighted ops read ReLU(x_m), one copy per pair
@@ -178,12 +176,12 @@ class FusedCell:
             x = torch.cat([states[m] for m in g.states], 1) if len(g.states) > 1 else states[g.states[0]]
             for k in g.identity:
                 outs[k] = x
-            for k, kind, pool in g.pools:
+            for k, kind, pool in g.pools:  # functional, so no one pair's module (or its hooks) runs for all
                 if kind == "max":
                     outs[k] = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
                 else:
                     outs[k] = F.avg_pool2d(x, pool.kernel_size, pool.stride, pool.padding, count_include_pad=False)
-        return [outs[k] for k, _ in g.row_ops()]
+        return [outs[k] for k, _ in g.rows]
 
     @staticmethod
     def _dil_convs(xs: list[Tensor], blocks: list[list[DilConv]], pairs: int) -> list[Tensor]:
