@@ -176,7 +176,7 @@ def part_b(args) -> None:
     module, batch, origin = partly_trained_supernet(args)
     space = module.space
     phi = {k: v.detach().clone().requires_grad_(True) for k, v in space.arch.items()}
-    loss_fn = module.objective_fn(batch, {})
+    loss_fn = module.step_loss(batch)
     estimators = [
         ("Reinforce, EMA baseline", Reinforce()),
         ("RLOO k=3", Reinforce(num_samples=3)),
@@ -186,9 +186,10 @@ def part_b(args) -> None:
         ("GumbelSoftmax (biased)", GumbelSoftmax()),
     ]
     # SearchModule(cv_examples=m): the relaxed control variate on the first m examples of each batch
-    kwargs = {}
+    losses = {}
     for m in args.b_cv_examples:
-        sub_batch = {"relaxed_loss_fn": module.objective_fn(batch, {}, examples=m)}
+        module.cv_examples = m
+        sub_batch = module.step_loss(batch)  # its relaxed() is the objective on m examples
         for name, est in [
             (f"Rebar (paper), relaxed terms on {m} of 32 examples", Rebar()),
             (
@@ -197,7 +198,7 @@ def part_b(args) -> None:
             ),
         ]:
             estimators.insert(-1, (name, est))
-            kwargs[name] = sub_batch
+            losses[name] = sub_batch
     if args.b_skip:
         estimators = [(n, e) for n, e in estimators if not any(word in n for word in args.b_skip)]
     estimators_by_name = dict(estimators)
@@ -205,9 +206,9 @@ def part_b(args) -> None:
     for name, est in estimators:
         torch.manual_seed(0)
         est.prepare(phi)
-        sample_gradients(est, phi, loss_fn, n=args.b_warmup, **kwargs.get(name, {}))
+        sample_gradients(est, phi, losses.get(name, loss_fn), n=args.b_warmup)
         start = time.perf_counter()
-        samples = sample_gradients(est, phi, loss_fn, n=args.b_draws, **kwargs.get(name, {})).double()
+        samples = sample_gradients(est, phi, losses.get(name, loss_fn), n=args.b_draws).double()
         seconds = (time.perf_counter() - start) / args.b_draws
         results[name] = (samples.var(0), evaluations(est, phi), seconds, est.hparams())
         print(f"  done: {name}", file=sys.stderr, flush=True)

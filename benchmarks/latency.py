@@ -35,9 +35,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from unas_lightning.costs import fit_linear_surrogate, measure_latency  # noqa: E402
+from unas_lightning.counting import count_parameters, multiply_adds  # noqa: E402
 from unas_lightning.distributions import ArchDistribution  # noqa: E402
 from unas_lightning.genotypes import load_genotype  # noqa: E402
-from unas_lightning.latency import fit_linear_surrogate, measure_latency  # noqa: E402
 from unas_lightning.spaces import ProxylessGenotype, ProxylessNet, ProxylessSpace  # noqa: E402
 
 QUICK = ROOT / "configs" / "search" / "proxyless_latency_quick.yaml"
@@ -53,15 +54,17 @@ def quick_space() -> ProxylessSpace:
     return ProxylessSpace(in_channels=1, num_classes=10, width_mult=0.25, stem_stride=1)
 
 
-def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0):
+def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0, device: str = "cpu"):
     gen = torch.Generator().manual_seed(seed)
     logits = {k: torch.zeros_like(v) for k, v in space.arch.items()}
     archs, lat = [], []
     start = time.perf_counter()
     for _ in range(n):
         z = ArchDistribution(logits).sample(generator=gen)
-        net = space.derived_network(space.genotype(z), copy_weights=False)
-        m = measure_latency(net, (1, 28, 28), batch_size=32, warmup=3, repeats=10, backend=backend, num_threads=1)
+        net = space.derived_network(space.genotype(z)).to(device)
+        m = measure_latency(
+            net, (1, 28, 28), batch_size=32, warmup=3, repeats=10, backend=backend, device=device, num_threads=1
+        )
         archs.append(z)
         lat.append(m.median_ms)
     return archs, lat, time.perf_counter() - start
@@ -72,7 +75,7 @@ def part_a(args) -> list[float]:
     rows, eager_latencies = [], []
     runs = [(b, int(n)) for b, n in (item.split(":") for item in args.a_runs.split(","))]
     for backend, n in runs:
-        archs, lat, seconds = time_archs(space, n, backend)
+        archs, lat, seconds = time_archs(space, n, backend, device=args.device)
         if backend == "eager" and not eager_latencies:
             eager_latencies = lat
         fit = fit_linear_surrogate(archs, lat, holdout=0.2, alpha=1e-3)
@@ -81,15 +84,17 @@ def part_a(args) -> list[float]:
                 "backend": backend,
                 "N": n,
                 "latency ms (median, min-max)": f"{statistics.median(lat):.2f} ({min(lat):.2f}-{max(lat):.2f})",
-                "held-out MAE ms": f"{fit.test_mae_ms:.3f}",
+                "held-out MAE ms": f"{fit.test_mae:.3f}",
                 "held-out MAPE %": f"{fit.test_mape:.2f}",
-                "train MAE ms": f"{fit.train_mae_ms:.3f}",
+                "train MAE ms": f"{fit.train_mae:.3f}",
                 "collection s": f"{seconds:.0f}",
             }
         )
         print(f"  done: {backend} N={n}", file=sys.stderr, flush=True)
-    print("## (a) Linear latency surrogate on this CPU\n")
-    print("ProxylessNAS space x0.25, 1x28x28, batch 32, 1 thread; 80/20 split; ridge alpha 1e-3.\n")
+    where = "this GPU" if args.device.startswith("cuda") else "this CPU"
+    print(f"## (a) Linear latency surrogate on {where}\n")
+    threads = "" if args.device.startswith("cuda") else ", 1 thread"
+    print(f"ProxylessNAS space x0.25, 1x28x28, batch 32{threads}; 80/20 split; ridge alpha 1e-3.\n")
     print(table(rows, list(rows[0])))
     print()
     return eager_latencies
@@ -114,21 +119,22 @@ def part_b(args, latencies: list[float]) -> None:
                     "--trainer.max_epochs", str(args.b_epochs),
                     "--trainer.limit_train_batches", str(args.b_steps),
                     "--model.init_args.estimator.class_path", "unas_lightning.estimators.Reinforce",
-                    "--model.init_args.latency.init_args.form", "hinge",
-                    "--model.init_args.latency.init_args.target_ms", str(target),
-                    "--model.init_args.latency.init_args.weight", "5.0",
-                    "--trainer.callbacks.init_args.num_archs", "100",
+                    "--model.init_args.costs.init_args.form", "hinge",
+                    "--model.init_args.costs.init_args.target", str(target),
+                    "--model.init_args.costs.init_args.weight", "5.0",
+                    "--model.init_args.costs.init_args.calibration_archs", "100",
                 ]
             )  # fmt: skip
-            report = json.loads(next(Path(tmp).rglob("latency_report.json")).read_text())
-        measured = report["measured_ms"]
+            report = json.loads(next(Path(tmp).rglob("costs.json")).read_text())
+        latency = report["costs"]["latency"]
+        measured = latency["measured"]
         rows.append(
             {
                 "target ms": f"{target:.1f}",
                 "searched architecture ms": f"{measured:.2f}",
                 "ratio": f"{measured / target:.2f}",
                 "within 10% or below": "yes" if measured <= 1.1 * target else "no",
-                "predicted ms": f"{report['predicted_ms']:.2f}",
+                "predicted ms": f"{latency['predicted']:.2f}",
                 "MBConv layers": sum(op != "skip" for op in report["genotype"]["ops"]),
             }
         )
@@ -141,14 +147,6 @@ def part_b(args, latencies: list[float]) -> None:
     )
     print(table(rows, list(rows[0])))
     print()
-
-
-def macs(model: torch.nn.Module, shape) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval()(torch.randn(1, *shape))
-    return counter.get_total_flops() / 2
 
 
 def part_c(args) -> None:
@@ -170,19 +168,20 @@ def part_c(args) -> None:
     rows = []
     shape = (3, 224, 224)
     for name, model in models:
+        model = model.to(args.device)
         lat32 = measure_latency(model, shape, batch_size=32, warmup=2, repeats=args.c_repeats)
         lat1 = measure_latency(model, shape, batch_size=1, warmup=5, repeats=5 * args.c_repeats)
         rows.append(
             {
                 "network": name,
-                "latency b=32 ms": f"{lat32.median_ms:.0f}",
-                "latency b=1 ms": f"{lat1.median_ms:.1f}",
-                "params M": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}",
-                "MACs M": f"{macs(model, shape) / 1e6:.0f}",
+                "latency b=32 ms": f"{lat32.median_ms:.1f}",
+                "latency b=1 ms": f"{lat1.median_ms:.2f}",
+                "params M": f"{count_parameters(model) / 1e6:.2f}",
+                "MACs M": f"{multiply_adds(model, shape) / 1e6:.0f}",
             }
         )
         print(f"  done: {name}", file=sys.stderr, flush=True)
-    print("## (c) Searched and published networks at ImageNet size on this CPU\n")
+    print(f"## (c) Searched and published networks at ImageNet size on this {args.device.split(':')[0].upper()}\n")
     threads, reps = torch.get_num_threads(), args.c_repeats
     print(f"3x224x224, eager PyTorch, {threads} threads, median of {reps} (b=32) and {5 * reps} (b=1) runs.\n")
     print(table(rows, list(rows[0])))
@@ -199,9 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b-steps", type=int, default=40)
     parser.add_argument("--genotype", type=Path, default=None, help="(c) a searched ProxylessNAS genotype.json")
     parser.add_argument("--c-repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="(a), (c) where to time: cpu or cuda (CUDA events)")
     args = parser.parse_args(argv)
     print(f"`python benchmarks/latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
-    print(f"(torch {torch.__version__}, {torch.get_num_threads()} CPU threads)\n")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"(torch {torch.__version__}, {where})\n")
     latencies: list[float] = []
     if args.part in ("a", "all"):
         latencies = part_a(args)

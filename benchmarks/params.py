@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unas_lightning.counting import count_parameters, multiply_adds
 from unas_lightning.genotypes import load_genotype
 from unas_lightning.spaces import ProxylessNet
-from unas_lightning.spaces.darts_network import DartsNetworkCIFAR, DartsNetworkImageNet, count_parameters
+from unas_lightning.spaces.darts import DartsNetworkCIFAR, DartsNetworkImageNet
 
 # (name, network, published params in M, published multiply-adds in M, source)
 ROWS = [
@@ -41,13 +41,6 @@ def build(name: str, network: str) -> tuple[torch.nn.Module, tuple[int, int, int
     if network.startswith("ImageNet mobile"):
         return DartsNetworkImageNet(genotype, 3, 1000), (3, 224, 224)
     return ProxylessNet(genotype, 3, 1000), (3, 224, 224)
-
-
-def multiply_adds(model: torch.nn.Module, shape) -> float:
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, *shape))
-    return counter.get_total_flops() / 2
 
 
 def main() -> None:

@@ -6,17 +6,18 @@ Nothing inside ``unas_lightning`` changes: put this file's folder on ``PYTHONPAT
 
 ``StraightThroughGumbel`` is the straight-through Gumbel-softmax estimator (Bengio et al. 2013; Jang
 et al. 2017): the forward pass uses the one-hot sample z, the backward pass the gradient of its
-relaxation zeta. It is biased, cheap (one evaluation at z) and a classic baseline next to REBAR.
+relaxation zeta. It is biased, cheap (one evaluation at z) and a classic baseline next to REBAR. It
+builds on ``Relaxation`` (a temperature, one evaluation); any ``Estimator`` subclass with a
+``surrogate(logits, loss_fn)`` method works the same way.
 """
 
 from __future__ import annotations
 
-from unas_lightning.distributions import ArchDistribution, check_temperature
-from unas_lightning.estimators import Estimator, EstimatorOutput
-from unas_lightning.estimators.base import loss_vector
+from unas_lightning.distributions import ArchDistribution
+from unas_lightning.estimators.relaxation import Relaxation
 
 
-class StraightThroughGumbel(Estimator):
+class StraightThroughGumbel(Relaxation):
     """Straight-through Gumbel-softmax: L evaluated at one-hot z, differentiated through zeta.
 
     Cost: one evaluation of ``loss_fn`` at z (with gradient through the relaxation).
@@ -25,15 +26,7 @@ class StraightThroughGumbel(Estimator):
         temperature: tau of the relaxation that carries the gradient.
     """
 
-    def __init__(self, temperature: float = 1.0):
-        super().__init__()
-        self.temperature = check_temperature(temperature)
-
-    def hparams(self):
-        return {"temperature": self.temperature}
-
-    def surrogate(self, logits, loss_fn):
+    def relax(self, logits):
         s = ArchDistribution(logits).rsample(self.temperature)
         hard = {k: s.z[k] - s.zeta[k].detach() + s.zeta[k] for k in s.z}  # value z, gradient of zeta
-        loss = loss_vector(loss_fn(hard), logits).mean()  # a scalar, or per-example losses averaged
-        return EstimatorOutput(loss=loss, arch=s.z, value=loss.detach())
+        return hard, s.z

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def subprocess_env() -> dict[str, str]:
 
 def unas_cli() -> list[str]:
     return [sys.executable, "-m", "unas_lightning.cli"]
+
+
+def run_cli(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """``unas-cli ARGS`` in a child process (the repository as working directory), output captured."""
+    return subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Test-only callbacks: each rank's phi, genotype and latency cache after every epoch; a SIGKILL."""
+"""Test-only callbacks: each rank's phi, genotype and cost caches after every epoch; a SIGKILL."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback
 
 class DumpPhiPerRank(Callback):
     """Saves ``phi_rank{r}_epoch{e}.pt``, ``estimator_rank{r}_epoch{e}.pt`` (its tensors: tuned eta, beta, ...),
-    ``genotype_rank{r}.json`` and, when a ``LatencyCallback`` runs,
-    ``latency_cache_rank{r}_epoch{e}.json`` into ``out_dir``."""
+    ``genotype_rank{r}.json`` and, when the search has costs, their measured values
+    ``cost_cache_rank{r}_epoch{e}.json`` into ``out_dir``."""
 
     def __init__(self, out_dir: str):
         self.out_dir = Path(out_dir)
@@ -29,10 +29,9 @@ class DumpPhiPerRank(Callback):
         }
         torch.save(estimator, self.out_dir / f"estimator_rank{r}_epoch{e}.pt")
         (self.out_dir / f"genotype_rank{r}.json").write_text(json.dumps(pl_module.space.genotype().to_dict()))
-        for cb in trainer.callbacks:
-            if hasattr(cb, "cache") and hasattr(cb, "measured"):
-                cache = json.dumps(cb.cache, sort_keys=True)
-                (self.out_dir / f"latency_cache_rank{r}_epoch{e}.json").write_text(cache)
+        if len(pl_module.costs):
+            caches = {cost.name: cost.cache for cost in pl_module.costs}
+            (self.out_dir / f"cost_cache_rank{r}_epoch{e}.json").write_text(json.dumps(caches, sort_keys=True))
 
 
 class KillSelf(Callback):

@@ -6,19 +6,19 @@ import json
 import subprocess
 
 import pytest
-from conftest import ROOT, subprocess_env, tiny_args, unas_cli
+from conftest import ROOT, run_cli, tiny_args
 
 from unas_lightning.genotypes import load_genotype
 
 QUICK_RETRAIN = str(ROOT / "configs/retrain/quick_fmnist.yaml")
-LATENCY = "unas_lightning.latency.LatencyTerm"
+COST = json.dumps(
+    [{"class_path": "unas_lightning.costs.CostTerm", "init_args": {"meter": "unas_lightning.costs.ParameterCount"}}]
+)
 TEMPERATURE = "temperature must be a number > 0"
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
+    return run_cli(args, timeout=300)
 
 
 def _assert_stopped_cleanly(proc: subprocess.CompletedProcess, message: str, out_dir) -> None:
@@ -41,13 +41,17 @@ SEARCH_ERRORS = {
         "temperature must be a number > 0",
     ),
     "negative L_gen lambda": (["--model.init_args.gen_lambda", "-1"], "gen_lambda must be >= 0"),
-    "negative latency lambda": (
-        ["--model.init_args.latency", LATENCY, "--model.init_args.latency.init_args.weight", "-0.5"],
-        "latency weight (lambda_lat) must be >= 0",
+    "negative cost lambda": (
+        ["--model.init_args.costs", COST, "--model.init_args.costs.init_args.weight", "-0.5"],
+        "cost 'params': weight (lambda) must be >= 0",
     ),
-    "negative target latency": (
-        ["--model.init_args.latency", LATENCY, "--model.init_args.latency.init_args.target_ms", "-10"],
-        "target_ms must be > 0",
+    "negative cost target": (
+        ["--model.init_args.costs", COST, "--model.init_args.costs.init_args.target", "-10"],
+        "cost 'params': target must be > 0",
+    ),
+    "unknown meter": (
+        ["--model.init_args.costs", COST, "--model.init_args.costs.init_args.meter", "unas_lightning.costs.Energy"],
+        "Energy",
     ),
     "split portion 0": (["--data.init_args.train_portion", "0"], "train_portion must lie strictly between 0 and 1"),
     "split portion > 1": (["--data.init_args.train_portion", "1.5"], "train_portion must lie strictly between 0 and 1"),
@@ -82,7 +86,10 @@ def _bad_genotypes(tmp_path) -> dict[str, tuple[str, str]]:
     cases = {
         "unknown op": (unknown_op, "unknown operation 'conv_9x9'"),
         "input out of range": (bad_input, "input index 7 out of range"),
-        "ProxylessNAS genotype in a DARTS network": (load_genotype("UNAS_PROXYLESS").to_dict(), "network"),
+        "ProxylessNAS genotype in a DARTS network": (
+            load_genotype("UNAS_PROXYLESS").to_dict(),
+            "network 'cifar' does not fit a ProxylessNAS-space genotype",
+        ),
     }
     out = {}
     for name, (genotype, message) in cases.items():
@@ -98,7 +105,7 @@ def test_genotype_that_does_not_fit_the_space_stops_early(tmp_path, case):
     path, message = _bad_genotypes(tmp_path)[case]
     run = tmp_path / "run"
     args = [
-        "fit", "--config", QUICK_RETRAIN, "--model.init_args.genotype", path,
+        "fit", "--config", QUICK_RETRAIN, "--model.init_args.genotype", path, "--model.init_args.network", "cifar",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
     ]  # fmt: skip
     _assert_stopped_cleanly(_run(args), message, run)

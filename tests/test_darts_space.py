@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unas_lightning.spaces import DartsGenotype, DartsSpace
-from unas_lightning.spaces.darts_ops import IMAGENET_PRIMITIVES, PRIMITIVES
+from unas_lightning.spaces.darts import IMAGENET_PRIMITIVES, PRIMITIVES
 
 
 def small_space(**kw) -> DartsSpace:

@@ -24,6 +24,7 @@ from unas_lightning.estimators import (
 )
 from unas_lightning.estimators.exact import exact_gradient, sample_gradients, z_scores
 from unas_lightning.estimators.surrogates import LinearSurrogate
+from unas_lightning.losses import WithRelaxed, as_arch_loss
 
 SHAPES = {"a": (3,), "b": (2, 4)}
 
@@ -95,7 +96,7 @@ def test_unbiased_estimators_match_exact_gradient(est):
 
 
 def test_rebar_with_a_cheaper_relaxed_loss_stays_unbiased():
-    """``relaxed_loss_fn`` (e.g. the loss on a sub-batch) replaces c = L in REBAR: any c is unbiased."""
+    """A loss's ``relaxed()`` (e.g. the loss on a sub-batch) replaces c = L in REBAR: any c is unbiased."""
     torch.manual_seed(11)
     logits, loss_fn = toy_problem()
     exact = exact_gradient(logits, loss_fn)
@@ -103,7 +104,7 @@ def test_rebar_with_a_cheaper_relaxed_loss_stays_unbiased():
     def cheaper(arch):  # correlated with loss_fn but a different function, as a sub-batch loss would be
         return 0.8 * loss_fn(arch) + 0.1 * (arch["a"] * torch.tensor([1.0, -1.0, 0.5])).sum()
 
-    samples = sample_gradients(Rebar(), logits, loss_fn, n=4000, relaxed_loss_fn=cheaper)
+    samples = sample_gradients(Rebar(), logits, WithRelaxed(loss_fn, cheaper), n=4000)
     z = z_scores(samples, exact)
     assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
     fixed = sample_gradients(Rebar(), logits, loss_fn, n=4000)
@@ -280,21 +281,47 @@ def test_per_example_losses_must_match_the_logits_batch():
         Reinforce().surrogate(logits, lambda arch: torch.zeros(5))
 
 
-def test_closed_form_tuning_matches_the_explicit_estimate():
-    """g_hat = (u + eta v + beta w) / (k n) is the same vector as the graph-built estimate."""
-    from unas_lightning.estimators.control_variate import draw, explicit_estimate, linear_parts
+def test_linear_parts_match_the_definition_and_its_gradients_in_eta_and_tau():
+    """g_hat = (u + eta v + beta w) / k equals the estimate written from its definition, with
+    leave-one-out baselines of the residuals f - eta c~ that keep their dependence on eta and tau: so
+    the gradients of sum(g_hat^2) that self-tuning follows are those of the estimator's variance. The
+    fixed estimator's one-backward scalar has the same gradient."""
+    from unas_lightning.estimators.cv_estimate import draw, linear_parts, surrogate_loss
+    from unas_lightning.estimators.leave_one_out import leave_one_out
 
     logits, loss_fn = toy_problem()
+    loss = as_arch_loss(loss_fn)
     for k in (1, 3):
         phi = [v.clone().requires_grad_(True) for v in logits.values()]
         leaves = dict(zip(logits, phi, strict=True))
+        eta, beta = torch.tensor(0.7, requires_grad=True), torch.tensor(0.2, requires_grad=True)
+        log_tau = torch.tensor(0.4).log().requires_grad_(True)
         torch.manual_seed(18)
-        s = draw(leaves, loss_fn, loss_fn, k, 0.4)
-        eta, beta = torch.tensor(0.7), torch.tensor(0.2)
-        explicit = explicit_estimate(s, phi, eta, beta)
-        u, v, w = linear_parts(s, phi)
-        for e, a, b, c in zip(explicit, u, v, w, strict=True):
-            torch.testing.assert_close(e, (a + 0.7 * b + 0.2 * c) / k)
+        s = draw(leaves, loss, loss, k, log_tau.exp())
+        # the definition: [f_i - eta c~_i - b_i] d log p_i + eta (d c(zeta_i) - d c(zeta~_i)), averaged
+        residual = s.f - eta * s.c_tilde
+        coef = residual - (leave_one_out(residual) if k > 1 else beta)
+        reparam = torch.autograd.grad((s.c_zeta - s.c_tilde).sum(), phi, create_graph=True)
+        by_definition = [eta * r for r in reparam]
+        for i in range(k):
+            d_log_p = torch.autograd.grad(s.log_p[i].sum(), phi, retain_graph=True)
+            by_definition = [g + coef[i].reshape(()) * d for g, d in zip(by_definition, d_log_p, strict=True)]
+        by_definition = [g / k for g in by_definition]
+        u, v, w = linear_parts(s, phi, create_graph=True)
+        linear = [(a + eta * b + beta * c) / k for a, b, c in zip(u, v, w, strict=True)]
+        for a, b in zip(linear, by_definition, strict=True):
+            torch.testing.assert_close(a, b)
+        params = [eta, log_tau] + ([beta] if k == 1 else [])
+        want = torch.autograd.grad(sum((g**2).sum() for g in by_definition), params, retain_graph=True)
+        got = torch.autograd.grad(sum((g**2).sum() for g in linear), params, retain_graph=True)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+        one_backward = torch.autograd.grad(surrogate_loss(s, 0.7, 0.2), phi, retain_graph=True)
+        for a, b in zip(one_backward, linear, strict=True):  # the fixed estimator's scalar form
+            torch.testing.assert_close(a, b.detach())
+        u0, v0, w0 = linear_parts(s, phi)  # first order: the same vectors, no graph to theta
+        for a, b in zip(u0 + v0 + w0, u + v + w, strict=True):
+            torch.testing.assert_close(a, b.detach())
 
 
 def test_closed_form_self_tuning_rebar_is_unbiased_and_lowers_variance():

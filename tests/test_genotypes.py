@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from unas_lightning.counting import count_parameters
 from unas_lightning.genotypes import genotype_from_dict, load_genotype, published
-from unas_lightning.spaces import DartsGenotype, DartsSpace, ProxylessGenotype, ProxylessNet
-from unas_lightning.spaces.darts_network import DartsNetworkCIFAR, DartsNetworkImageNet, count_parameters
+from unas_lightning.spaces import DartsSpace, ProxylessNet
+from unas_lightning.spaces.darts import DartsNetworkCIFAR, DartsNetworkImageNet
 
 DARTS_NAMES = ["DARTS_V1", "DARTS_V2", "UNAS_CIFAR10", "UNAS_CIFAR100", "UNAS_IMAGENET"]
 PROXYLESS_NAMES = ["PROXYLESS_GPU", "UNAS_PROXYLESS"]
@@ -25,7 +26,7 @@ def test_published_genotype_builds_runs_and_round_trips(name, tmp_path):
     path = genotype.save(tmp_path / f"{name}.json")
     assert load_genotype(path) == genotype == genotype_from_dict(json.loads(path.read_text()))
     torch.manual_seed(0)
-    if isinstance(genotype, DartsGenotype):
+    if genotype.space_name == "darts":
         DartsSpace(ops="imagenet" if name == "UNAS_IMAGENET" else "paper").arch_of(genotype)  # fits the space
         net = DartsNetworkCIFAR(genotype, in_channels=1, channels=8, layers=5)
         net.drop_path_prob = 0.2
@@ -33,7 +34,7 @@ def test_published_genotype_builds_runs_and_round_trips(name, tmp_path):
         assert aux.shape == logits.shape == (2, 10)
         (logits.sum() + 0.4 * aux.sum()).backward()
     else:
-        assert isinstance(genotype, ProxylessGenotype)
+        assert genotype.space_name == "proxyless"
         net = ProxylessNet(genotype, in_channels=3, num_classes=10)
         net(torch.randn(2, 3, 64, 64)).sum().backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
@@ -103,7 +104,7 @@ def test_drawings_are_written_by_the_documented_command(name, tmp_path):
 
 
 def test_cell_dot_has_two_labelled_inputs_per_node_and_feeds_the_output():
-    from unas_lightning.visualize import cell_dot
+    from unas_lightning.spaces.darts.drawing import cell_dot
 
     genotype = load_genotype("DARTS_V2")
     dot = cell_dot(genotype, "normal")

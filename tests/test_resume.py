@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, subprocess_env, unas_cli
+from conftest import ROOT, run_cli
 
 from unas_lightning.checkpoints import find_last_checkpoint, load_checkpoint
 
@@ -30,9 +30,7 @@ def _search(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
         "--data.init_args.max_train_examples", "512",
         *extra,
     ]  # fmt: skip
-    return subprocess.run(
-        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600
-    )
+    return run_cli(args)
 
 
 def _genotype(run_dir) -> dict:
@@ -76,14 +74,7 @@ def test_ckpt_path_last_without_a_checkpoint_starts_a_fresh_run(tmp_path):
     """A job script can always pass --ckpt_path last: the first run starts afresh and says so."""
     from conftest import tiny_args
 
-    proc = subprocess.run(
-        [*unas_cli(), *tiny_args(tmp_path, "--trainer.max_epochs", "1", "--ckpt_path", "last")],
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(tiny_args(tmp_path, "--trainer.max_epochs", "1", "--ckpt_path", "last"), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no last.ckpt under" in proc.stderr + proc.stdout and "starting a fresh run" in proc.stderr + proc.stdout
     assert find_last_checkpoint([tmp_path]) is not None

@@ -11,6 +11,7 @@ from conftest import tiny_data, tiny_trainer
 
 from unas_lightning import SearchModule
 from unas_lightning.estimators import Rebar, Reinforce
+from unas_lightning.losses import WithRelaxed
 from unas_lightning.objectives import generalization_loss
 from unas_lightning.spaces import DartsGenotype, DartsSpace
 
@@ -60,15 +61,14 @@ def test_phi_step_uses_the_same_architecture_for_both_batches_and_freezes_w(tmp_
     dm = tiny_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))[0]
-    record = {}
-    loss_fn = module.objective_fn(batch, record)
+    loss_fn = module.step_loss(batch)
     out = module.estimator.surrogate(dict(space.arch), loss_fn)
     n = batch["train"][0].shape[0]
     assert [size for _, size in seen] == [2 * n]  # DartsSpace: train and val batch in one grouped pass
     arch = seen[0][0]
     assert all(v.shape == space.arch[k].shape for k, v in arch.items()), "one shared architecture for both"
     assert torch.equal(torch.cat([v.reshape(-1) for v in arch.values()]).unique(), torch.tensor([0.0, 1.0]))
-    parts = record[id(out.arch)]
+    parts = loss_fn.logs()  # the parts at the sampled z (REINFORCE evaluates one architecture)
     assert torch.isclose(parts["L_gen"], generalization_loss(parts["L_train"], parts["L_val"], 0.5))
     out.loss.backward()
     assert all(p.grad is None for p in space.weight_parameters())
@@ -122,7 +122,7 @@ def test_per_example_architectures_mix_the_supernet_per_example():
     space = DartsSpace(channels=4, layers=3)
     x = torch.randn(4, 1, 28, 28)
     module = SearchModule(space, arch_samples="example")
-    arch = module.sample_w_step_arch(batch_size=4)
+    arch = module.w_step_arch(space.arch, examples=4)  # the default: a one-hot z per example
     assert arch["normal_node0_op"].shape == (4, 2, len(space.ops))
     # identical rows for every example reproduce the shared-architecture network exactly
     shared = {k: v[0] for k, v in arch.items()}
@@ -141,10 +141,10 @@ def test_per_example_search_step_gives_phi_a_gradient_from_per_example_losses(tm
     dm = tiny_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))[0]
-    record = {}
-    out = module.estimator.surrogate(module.phi_logits(batch), module.objective_fn(batch, record))
+    loss_fn = module.step_loss(batch)
+    out = module.estimator.surrogate(module.phi_logits(batch), loss_fn)
     assert out.arch["normal_node0_op"].shape[0] == 16
-    assert set(record[id(out.arch)]) == {"L_train", "L_val", "L_gen"}
+    assert set(loss_fn.logs()) == {"L_train", "L_val", "L_gen"}
     out.loss.backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in space.arch_parameters())
     phi0 = [p.detach().clone() for p in space.arch_parameters()]
@@ -155,9 +155,9 @@ def test_per_example_search_step_gives_phi_a_gradient_from_per_example_losses(tm
 class NaNObjective(SearchModule):
     """A search whose objective is NaN at every architecture (a diverged loss)."""
 
-    def objective_fn(self, batch, record):
-        inner = super().objective_fn(batch, record)
-        return lambda arch: inner(arch) * float("nan")
+    def step_loss(self, batch):
+        inner = super().step_loss(batch)
+        return WithRelaxed(lambda arch: inner(arch) * float("nan"), inner.relaxed())
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")

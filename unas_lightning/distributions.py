@@ -1,4 +1,4 @@
-"""The factorial categorical architecture distribution p_phi(z) (paper Sec. 2, DESIGN Contract 1).
+"""The factorial categorical architecture distribution p_phi(z) (paper Sec. 2; docs/contracts.md).
 
 An architecture is a mapping ``name -> one-hot tensor [..., K]``; its distribution is a mapping
 ``name -> logits tensor [..., K]`` (phi), one independent categorical per row, so that
@@ -18,6 +18,11 @@ computed here in log space as b~_i = -logaddexp(log E_i - logp_i, log E_k), whic
 probability and stays finite for probabilities far below float32 resolution. The noise is drawn in
 float64 with ``Tensor.exponential_`` (no clamped uniforms, so rare categories keep their exact
 probability) and the scores are cast back to the logits' dtype.
+
+*Per-example architectures.* An architecture may carry one leading dimension B more than the logits
+phi it was drawn from: then example b of a batch is scored with row set b (the official UNAS code's
+CIFAR setting). That convention lives here alone: :func:`expand_rows` makes such logits and
+:func:`examples_in` tells a shared architecture (None) from a per-example one (B), refusing a mix.
 """
 
 from __future__ import annotations
@@ -150,6 +155,44 @@ def one_hot_argmax(scores: Tensor) -> Tensor:
     """Exact one-hot of the argmax of the last dimension, in the dtype of ``scores``."""
     idx = scores.argmax(dim=-1, keepdim=True)
     return torch.zeros_like(scores).scatter_(-1, idx, 1.0)
+
+
+def expand_rows(logits: Mapping[str, Tensor], n: int) -> Arch:
+    """Per-example logits: every tensor [..] as a view [n, ..] (one row set per example, all equal).
+
+    Examples:
+        >>> import torch
+        >>> expand_rows({"op": torch.zeros(2, 3)}, 4)["op"].shape
+        torch.Size([4, 2, 3])
+    """
+    return {k: v.expand(n, *v.shape) for k, v in logits.items()}
+
+
+def examples_in(arch: Mapping[str, Tensor], reference: Mapping[str, Tensor]) -> int | None:
+    """B when ``arch`` holds one row set per example (a leading dimension more than ``reference``, the
+    logits it belongs to), None when it is one shared architecture.
+
+    Raises ``ValueError`` when some keys carry the leading dimension and others do not, or B differs.
+
+    Examples:
+        >>> import torch
+        >>> phi = {"op": torch.zeros(2, 3)}
+        >>> examples_in({"op": torch.zeros(2, 3)}, phi), examples_in({"op": torch.zeros(5, 2, 3)}, phi)
+        (None, 5)
+    """
+    sizes = set()
+    for k, v in arch.items():
+        extra = v.dim() - reference[k].dim()
+        if extra not in (0, 1):
+            raise ValueError(
+                f"architecture key {k!r} has shape {tuple(v.shape)}; the logits have {tuple(reference[k].shape)}."
+            )
+        sizes.add(v.shape[0] if extra else None)
+    if len(sizes) > 1:
+        raise ValueError(
+            f"an architecture mixes shared and per-example rows (leading sizes {sorted(map(str, sizes))})."
+        )
+    return next(iter(sizes), None)
 
 
 def detach(arch: Mapping[str, Tensor]) -> Arch:

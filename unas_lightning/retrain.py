@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal
 
 import lightning as L
 import torch
@@ -14,12 +13,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from unas_lightning.counting import count_parameters, multiply_adds
 from unas_lightning.genotypes import load_genotype
-from unas_lightning.spaces.darts_genotype import DartsGenotype
-from unas_lightning.spaces.darts_network import DartsNetworkCIFAR, DartsNetworkImageNet, count_parameters
-from unas_lightning.spaces.proxyless import ProxylessNet
-
-Network = Literal["auto", "cifar", "imagenet", "proxyless"]
+from unas_lightning.spaces.genotype import NetworkOptions, SupportsDropPath
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int, min_factor: float = 0.0):
@@ -34,36 +30,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epoc
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_network(
-    genotype,
-    network: Network,
-    in_channels: int,
-    num_classes: int,
-    channels: int,
-    layers: int,
-    auxiliary: bool,
-    dropout: float,
-) -> nn.Module:
-    """The evaluation network of a DARTS-space or ProxylessNAS-space genotype."""
-    if network == "auto":
-        network = "cifar" if isinstance(genotype, DartsGenotype) else "proxyless"
-    if isinstance(genotype, DartsGenotype):
-        if network == "cifar":
-            return DartsNetworkCIFAR(genotype, in_channels, num_classes, channels, layers, auxiliary)
-        if network == "imagenet":
-            return DartsNetworkImageNet(genotype, in_channels, num_classes, channels, layers, auxiliary)
-        raise ValueError(f"network {network!r} does not fit a DARTS-space genotype; use 'cifar' or 'imagenet'.")
-    if network != "proxyless":
-        raise ValueError(f"network {network!r} does not fit a ProxylessNAS-space genotype; use 'proxyless'.")
-    return ProxylessNet(genotype, in_channels, num_classes, dropout)
-
-
 class RetrainModule(L.LightningModule):
     """Train the derived network of a genotype from scratch (the evaluation phase of NAS).
 
-    The network is the DARTS evaluation network (CIFAR: 20 cells of 36 channels; ImageNet mobile:
-    14 cells of 48 channels; auxiliary head and drop-path) for a DARTS-space genotype, or the plain
-    MBConv network for a ProxylessNAS-space genotype. The recipe follows DARTS/UNAS: SGD with momentum
+    The network is whatever the genotype's space builds (``Genotype.network``): the DARTS evaluation
+    network (CIFAR: 20 cells of 36 channels; ImageNet mobile: 14 cells of 48 channels; auxiliary head
+    and drop-path) for a DARTS-space genotype, the plain MBConv network for a ProxylessNAS-space one,
+    the network of a user's own space for its genotypes. The recipe follows DARTS/UNAS: SGD with momentum
     and weight decay, a cosine schedule with optional warm-up, gradient clipping, the auxiliary loss
     weighted by ``auxiliary_weight``, drop-path ramped linearly to ``drop_path_prob``, optional label
     smoothing (ImageNet). Augmentation (crop, flip, cutout) lives in the data module.
@@ -71,8 +44,9 @@ class RetrainModule(L.LightningModule):
     Args:
         genotype: a published name (``UNAS_CIFAR10``, ``DARTS_V2``, ``PROXYLESS_GPU``, ...) or a path to a
             genotype JSON (e.g. a search's ``genotype.json``).
-        network: ``"auto"`` (CIFAR network for DARTS genotypes, MBConv network for ProxylessNAS ones),
-            ``"cifar"``, ``"imagenet"`` or ``"proxyless"``.
+        network: which network of the genotype's space: ``"auto"`` (its first: the CIFAR network for
+            DARTS genotypes, the MBConv network for ProxylessNAS ones), or one of its ``network_kinds``
+            (DARTS ``"cifar"``, ``"imagenet"``; ProxylessNAS ``"proxyless"``).
         in_channels: image channels (must match the data).
         num_classes: classes (must match the data).
         channels: initial channels of a DARTS network (CIFAR 36, ImageNet 48).
@@ -97,7 +71,7 @@ class RetrainModule(L.LightningModule):
     def __init__(
         self,
         genotype: str | os.PathLike = "UNAS_CIFAR10",
-        network: Network = "auto",
+        network: str = "auto",
         in_channels: int = 3,
         num_classes: int = 10,
         channels: int = 36,
@@ -125,9 +99,8 @@ class RetrainModule(L.LightningModule):
             raise ValueError(f"grad_clip must be > 0 or null, got {grad_clip}.")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.genotype = load_genotype(genotype)
-        self.net = build_network(
-            self.genotype, network, in_channels, num_classes, channels, layers, auxiliary_weight > 0, dropout
-        )
+        options = NetworkOptions(in_channels, num_classes, network, channels, layers, auxiliary_weight > 0, dropout)
+        self.net = self.genotype.network(options)
         self.in_channels, self.num_classes = in_channels, num_classes
         self.channels_last = channels_last
         if channels_last:
@@ -148,19 +121,9 @@ class RetrainModule(L.LightningModule):
         return count_parameters(self.net)
 
     def multiply_adds(self) -> int:
-        """Multiply-adds of one forward pass of one image (``torch.utils.flop_counter``, FLOPs / 2)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
+        """Multiply-adds of one forward pass of one image (``counting.multiply_adds``)."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        size = getattr(dm, "example_shape", None) or (self.in_channels, 32, 32)
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                self.net(torch.zeros(1, *size, device=self.device))
-        finally:
-            self.net.train(was_training)
-        return counter.get_total_flops() // 2
+        return multiply_adds(self.net, getattr(dm, "example_shape", None) or (self.in_channels, 32, 32))
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -198,7 +161,7 @@ class RetrainModule(L.LightningModule):
 
     # -- steps -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.net, "drop_path_prob"):
+        if isinstance(self.net, SupportsDropPath):
             max_epochs = max(1, self.trainer.max_epochs or 1)
             self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / max_epochs
 

@@ -1,4 +1,4 @@
-"""The search objective of one step, L(arch) with w frozen, evaluated as few supernet passes as possible."""
+"""The search objective of one step, L(arch) with w held constant, in as few supernet passes as possible."""
 
 from __future__ import annotations
 
@@ -7,76 +7,100 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from unas_lightning import objectives
-from unas_lightning.distributions import Arch
+from unas_lightning.distributions import Arch, expand_rows
+from unas_lightning.losses import ArchLoss
+from unas_lightning.spaces.base import GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import batch_groups
 
 
-class StepObjective:
+class StepObjective(ArchLoss):
     """L(arch) = objective(L_train, L_val) on this step's batches, with the supernet weights held constant.
 
-    Calling it evaluates one architecture; ``many(archs)`` evaluates several (REBAR's zeta and zeta~)
-    and returns their values in order. Estimators use ``many`` when a loss function offers it. When the
-    space supports ``batch_groups`` (its batch norms keep per-group statistics, e.g. ``DartsSpace``),
-    every architecture x batch pair is one group of a single supernet pass, which computes exactly what
-    separate passes compute at a fraction of their per-operation overhead (relaxed architectures run
-    every operation anyway; several one-hot ones get a pass each, over both batches); otherwise the
-    pairs run one after the other.
+    It owns how a step's batches become losses. Calling it evaluates one architecture; ``many(archs)``
+    evaluates several (REBAR's zeta and zeta~). When the space is a ``GroupedForward`` (its batch norms
+    keep per-group statistics, e.g. ``DartsSpace``), every architecture x batch pair is one group of a
+    single supernet pass, which computes exactly what separate passes compute at a fraction of their
+    per-operation overhead (relaxed architectures run every operation anyway; several one-hot ones get a
+    pass each, over both batches); otherwise the pairs run one after the other.
 
     With per-example architectures (rows [n, ...]) the values are per-example losses [n]; example b of
-    the train batch and example b of the val batch share architecture b. Each evaluation stores its
-    parts (L_train, L_val, the objective; batch means) in ``record[id(arch)]``.
+    the train batch and example b of the val batch share architecture b. ``relaxed()`` is the same
+    objective on the first ``relaxed_examples`` examples (``SearchModule(cv_examples=...)``), what a
+    control variate evaluates. ``logs()`` holds L_train, L_val and the objective, averaged over the
+    evaluations at one-hot architectures (over the relaxed ones when there were none).
 
     Args:
-        space: the supernet (``forward(x, arch)``).
-        weights: its parameters to hold constant (w in the phi-step: they get no gradient and no
-            autograd graph is built for them); default ``space.weight_parameters()``.
+        space: the supernet.
         batch: ``{"train": (x, y), "val": (x, y)}``.
-        objective, gen_lambda: as in ``SearchModule``.
+        objective, gen_lambda: as in ``SearchModule`` (``objectives.py``).
         examples: use the first ``examples`` examples of each batch.
-        record: where the parts of each evaluation go.
+        weights: the parameters to hold constant (w in the phi-step: they get no gradient and no
+            autograd graph is built for them); default ``space.weight_parameters()``.
+        relaxed_examples: the examples of ``relaxed()`` (None: all of them).
     """
 
     def __init__(
         self,
-        space: nn.Module,
+        space: SearchSpace,
         batch: Mapping[str, tuple[Tensor, Tensor]],
         objective: str,
         gen_lambda: float,
         examples: int,
-        record: dict | None = None,
         weights: Sequence[Tensor] | None = None,
+        relaxed_examples: int | None = None,
     ):
         use_train, use_val = objectives.uses_batches(objective)
         self.parts = [name for name, used in (("train", use_train), ("val", use_val)) if used]
+        self.batch = batch
         self.data = {name: tuple(t[:examples] for t in batch[name]) for name in self.parts}
         self.space = space
         self.weights = list(space.weight_parameters()) if weights is None else weights
         self.objective, self.gen_lambda = objective, gen_lambda
         self.n = examples
-        self.record = record if record is not None else {}
-        self.grouped = bool(getattr(space, "supports_batch_groups", False))
+        self.relaxed_examples = relaxed_examples
+        self.grouped = isinstance(space, GroupedForward)
+        self._observed: dict[bool, list[dict[str, Tensor]]] = {True: [], False: []}  # by one-hot
+        self._relaxed: StepObjective | None = None
 
     def __call__(self, arch: Arch) -> Tensor:
         return self.many([arch])[0]
 
     def many(self, archs: Sequence[Arch]) -> list[Tensor]:
         """The objective at each architecture, from one supernet pass when the space allows it."""
+        hot = [_one_hot(a) for a in archs]
         if not self.grouped:
             losses = [[self._loss(arch, *self.data[p]) for p in self.parts] for arch in archs]
-        elif len(archs) > 1 and any(_one_hot(a) for a in archs):
+        elif len(archs) > 1 and any(hot):
             # one-hot architectures run only their chosen operations; sharing a pass would run the
             # union of every architecture's operations on every group: one pass per architecture
             losses = [self._grouped([arch])[0] for arch in archs]
         else:
             losses = self._grouped(archs)
-        return [self._combine(arch, parts) for arch, parts in zip(archs, losses, strict=True)]
+        return [self._combine(parts, one_hot) for parts, one_hot in zip(losses, hot, strict=True)]
+
+    def relaxed(self) -> StepObjective:
+        """This objective on the first ``relaxed_examples`` examples (itself when that is all of them)."""
+        if self.relaxed_examples is None or self.relaxed_examples >= self.n:
+            return self
+        if self._relaxed is None:
+            self._relaxed = StepObjective(
+                self.space, self.batch, self.objective, self.gen_lambda, self.relaxed_examples, self.weights
+            )
+        return self._relaxed
+
+    def logs(self) -> dict[str, Tensor]:
+        """L_train, L_val, L_<objective> (batch means) averaged over the one-hot evaluations so far."""
+        seen = self._observed[True] or self._observed[False]
+        if not seen:
+            return {}
+        return {k: torch.stack([p[k] for p in seen]).mean() for k in seen[0]}
 
     # -- evaluation ------------------------------------------------------------------------------
     def _per_example(self, arch: Arch) -> bool:
-        return any(v.dim() > self.space.arch[k].dim() for k, v in arch.items())
+        return self.space.examples_in(arch) is not None
 
     def _loss(self, arch: Arch, x: Tensor, y: Tensor) -> Tensor:
         with held_constant(self.weights):
@@ -91,7 +115,8 @@ class StepObjective:
         if len(archs) == 1 and not self._per_example(archs[0]):
             rows = archs[0]  # one shared architecture: no per-example coefficients needed
         else:
-            rows = {k: torch.cat([self._rows(a[k], self.space.arch[k].dim()) for a, _ in groups]) for k in archs[0]}
+            per_group = [a if self._per_example(a) else expand_rows(a, self.n) for a, _ in groups]
+            rows = {k: torch.cat([a[k] for a in per_group]) for k in archs[0]}
         with batch_groups(len(groups)), held_constant(self.weights):
             logits = self.space(x, rows)
         per = F.cross_entropy(logits, y, reduction="none").view(len(groups), self.n)
@@ -102,17 +127,12 @@ class StepObjective:
             i += len(self.parts)
         return out
 
-    def _rows(self, value: Tensor, base_dim: int) -> Tensor:
-        """``value`` as n per-example rows (shared rows are expanded; per-example ones kept)."""
-        return value if value.dim() > base_dim else value.expand(self.n, *value.shape)
-
-    def _combine(self, arch: Arch, losses: list[Tensor]) -> Tensor:
+    def _combine(self, losses: list[Tensor], one_hot: bool) -> Tensor:
         named = dict(zip(self.parts, losses, strict=True))
-        l_train, l_val = named.get("train"), named.get("val")
-        value = objectives.combine(self.objective, l_train, l_val, self.gen_lambda)
+        value = objectives.combine(self.objective, named.get("train"), named.get("val"), self.gen_lambda)
         parts = {f"L_{name}": loss.detach().mean() for name, loss in named.items()}
         parts[f"L_{self.objective}"] = value.detach().mean()
-        self.record[id(arch)] = parts
+        self._observed[one_hot].append(parts)
         return value
 
 

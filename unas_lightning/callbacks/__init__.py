@@ -1,6 +1,8 @@
-"""Lightning callbacks of unas_lightning."""
+"""Lightning callbacks of unas_lightning: what runs beside the search loop."""
 
 from unas_lightning.callbacks.architecture_monitor import ArchitectureMonitor
+from unas_lightning.callbacks.cost_monitor import CostMonitor
 from unas_lightning.callbacks.estimator_diagnostics import EstimatorDiagnostics, gradient_statistics
+from unas_lightning.callbacks.genotype_writer import GenotypeWriter
 
-__all__ = ["ArchitectureMonitor", "EstimatorDiagnostics", "gradient_statistics"]
+__all__ = ["ArchitectureMonitor", "CostMonitor", "EstimatorDiagnostics", "GenotypeWriter", "gradient_statistics"]

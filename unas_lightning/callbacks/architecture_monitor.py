@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.flop_counter import FlopCounterMode
 
-from unas_lightning.spaces.darts_genotype import DartsGenotype, write_text_atomic
+from unas_lightning.counting import count_parameters, multiply_adds
+from unas_lightning.files import run_dir, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 
@@ -26,10 +24,11 @@ class ArchitectureMonitor(L.Callback):
       the operation or input names), as a TensorBoard image, or ``arch/p_phi_epoch{e}.png`` in the run
       directory when there is no TensorBoard logger.
 
-    At the end of fit it prints and saves ``summary.json`` next to ``genotype.json``: the genotype, the
-    derived network's parameters and multiply-adds for one example (``torch.utils.flop_counter``;
-    for the DARTS space the evaluation network at the search's width and depth, without the
-    auxiliary head), and, when a ``LatencyCallback`` ran, the measured latency of the architecture.
+    At the end of training (the model still on its device) it prints and saves ``summary.json`` next to
+    ``genotype.json``: the genotype, the
+    derived network's parameters and multiply-adds for one example (``space.derived_network``: the
+    network the costs measure, e.g. for the DARTS space the evaluation network at the search's width
+    and depth, without the auxiliary head), and the measured value of every cost term of the search.
 
     Args:
         heatmaps: draw the p_phi heatmaps (matplotlib).
@@ -44,7 +43,7 @@ class ArchitectureMonitor(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         space = pl_module.space
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        run_dir = pl_module.run_dir if self.heatmaps and logger is None else None  # collective under DDP
+        folder = run_dir(trainer) if self.heatmaps and logger is None else None  # collective under DDP
         if not trainer.is_global_zero:
             return
         probs = {k: torch.softmax(v.detach().float(), -1).cpu() for k, v in space.arch.items()}
@@ -58,7 +57,7 @@ class ArchitectureMonitor(L.Callback):
         if logger is not None:
             logger.experiment.add_figure("arch/p_phi", fig, global_step=trainer.global_step, close=True)
             return
-        out = run_dir / "arch" / f"p_phi_epoch{trainer.current_epoch}.png"
+        out = folder / "arch" / f"p_phi_epoch{trainer.current_epoch}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=100)
         _close(fig)
@@ -94,19 +93,18 @@ class ArchitectureMonitor(L.Callback):
         fig.tight_layout()
         return fig
 
-    # -- end of fit -------------------------------------------------------------------------------
-    def on_fit_end(self, trainer, pl_module) -> None:
+    # -- end of training -------------------------------------------------------------------------------
+    def on_train_end(self, trainer, pl_module) -> None:
         space = pl_module.space
-        mode = space.distribution().mode()
-        latency = _latency_callback(trainer)
-        measured_ms = latency.measure(mode) if latency is not None else None  # collective under DDP
-        run_dir = pl_module.run_dir  # collective under DDP
+        mode = space.mode()
+        costs = {c.name: {"value": c.value(mode), "unit": c.meter.unit} for c in pl_module.costs}  # collectives (DDP)
+        folder = run_dir(trainer)  # collective under DDP
         if not trainer.is_global_zero:
             return
         genotype = space.genotype()
         shape = getattr(trainer.datamodule, "example_shape", None)
-        network = derived_network(space, genotype)
-        params = sum(p.numel() for p in network.parameters())
+        network = space.derived_network(genotype)
+        params = count_parameters(network)
         madds = multiply_adds(network, shape) if shape is not None else None
         self.summary = {
             "genotype": genotype.to_dict(),
@@ -114,53 +112,20 @@ class ArchitectureMonitor(L.Callback):
             "parameters": params,
             "multiply_adds": madds,
             "input_shape": list(shape) if shape is not None else None,
-            "latency_ms": measured_ms,
-            "latency_device": str(pl_module.device) if measured_ms is not None else None,
+            "costs": costs,
+            "device": str(pl_module.device),
             "epochs": trainer.current_epoch,
             "entropy": float(space.distribution().entropy().detach()),
         }
-        write_text_atomic(run_dir / SUMMARY_FILE, json.dumps(self.summary, indent=2) + "\n")
+        write_json_atomic(folder / SUMMARY_FILE, self.summary)
         lines = [
-            f"derived architecture ({run_dir / SUMMARY_FILE}):",
-            f"  genotype:       {genotype.to_json() if hasattr(genotype, 'to_json') else genotype}",
+            f"derived architecture ({folder / SUMMARY_FILE}):",
+            f"  genotype:       {genotype.to_json()}",
             f"  network:        {type(network).__name__}, {params / 1e6:.3f}M parameters"
             + (f", {madds / 1e6:.1f}M multiply-adds per example" if madds is not None else ""),
         ]
-        if measured_ms is not None:
-            lines.append(f"  latency:        {measured_ms:.2f} ms (measured on {pl_module.device})")
+        lines += [f"  {name + ':':<15} {c['value']:.4g} {c['unit']}" for name, c in costs.items()]
         rank_zero_info("\n".join(lines))
-
-
-def derived_network(space, genotype) -> torch.nn.Module:
-    """The plain network of ``genotype`` in ``space`` (DARTS: the evaluation network at search scale)."""
-    if hasattr(space, "derived_network"):
-        return space.derived_network(genotype, copy_weights=False)
-    if isinstance(genotype, DartsGenotype):
-        from unas_lightning.spaces.darts_network import DartsNetworkCIFAR
-
-        return DartsNetworkCIFAR(
-            genotype, space.in_channels, space.num_classes, space.channels, space.layers, auxiliary=False
-        )
-    raise TypeError(f"no derived network for {type(space).__name__}: give it a derived_network(genotype) method.")
-
-
-def multiply_adds(network: torch.nn.Module, shape) -> float:
-    """Multiply-adds of one example (FLOPs / 2 of convolutions and matrix products)."""
-    was_training = network.training
-    network.eval()
-    device = next(network.parameters()).device
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            network(torch.zeros(1, *shape, device=device))
-    finally:
-        network.train(was_training)
-    return counter.get_total_flops() / 2
-
-
-def _latency_callback(trainer):
-    from unas_lightning.latency.callback import LatencyCallback
-
-    return next((cb for cb in trainer.callbacks if isinstance(cb, LatencyCallback)), None)
 
 
 def _close(fig) -> None:

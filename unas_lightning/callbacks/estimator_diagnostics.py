@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from unas_lightning.distributions import expand_rows
 from unas_lightning.estimators.base import Estimator
 
 
@@ -114,12 +115,11 @@ class EstimatorDiagnostics(L.Callback):
     def measure(self, pl_module, estimator: Estimator, batch) -> dict[str, float]:
         """``num_estimates`` estimates of ``estimator`` at the module's current phi, summarised."""
         phi = {k: v.detach().clone().requires_grad_(True) for k, v in pl_module.space.arch.items()}
-        n = pl_module.examples_per_step(batch)
-        expand = pl_module.arch_samples == "example"
+        n = pl_module.examples_per_step(batch) if pl_module.arch_samples == "example" else None
         samples, start = [], time.perf_counter()
         for _ in range(self.num_estimates):
-            logits = {k: v.expand(n, *v.shape) for k, v in phi.items()} if expand else dict(phi)
-            out = pl_module.estimate(estimator, logits, batch, {})
+            logits = dict(phi) if n is None else expand_rows(phi, n)
+            out = estimator.surrogate(logits, pl_module.step_loss(batch))
             grads = torch.autograd.grad(out.loss, list(phi.values()), allow_unused=True)
             samples.append(
                 torch.cat(

@@ -1,5 +1,11 @@
 """Gradient estimators of d/dphi E_{p_phi(z)}[L(z)] (paper Sec. 3.1), one per file.
 
+The contract (``base.py``, docs/contracts.md): ``surrogate(logits, loss_fn) -> EstimatorOutput``; the
+caller steps phi only; every estimator builds with no arguments; state it learns stays inside it.
+Shared pieces: ``leave_one_out.py`` (the k-sample baseline), ``cv_estimate.py`` (the REBAR/RELAX
+estimate), ``control_variate.py`` (their tuned state), ``relaxation.py`` (the biased relaxations). A
+black-box estimator (``BlackBox``) needs only values of the loss at one-hot architectures.
+
 | class | gradient | unbiased | evaluations of loss_fn per step |
 |---|---|---|---|
 | ``Softmax`` | DARTS relaxation softmax(phi) | no | 1 relaxed |
@@ -10,20 +16,23 @@
 | ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ 2k of g) |
 | ``IndeCateR`` | every category of each row, others fixed | yes | 1 + sum_r (K_r - 1) discrete |
 
-Self-tuning ``Rebar``/``Relax`` add a double backward through the relaxed evaluations (no extra
+Self-tuning ``Rebar``/``Relax`` learn eta and beta in closed form at no extra cost; learning the temperature
+too adds a double backward through the relaxed evaluations (no extra
 evaluations of the loss). With per-example architectures (logits with a leading batch dimension B and a
 loss_fn returning [B]) each evaluation covers all B examples at once.
 """
 
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, LossFn
+from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, LossFn
 from unas_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from unas_lightning.estimators.indecater import IndeCateR
 from unas_lightning.estimators.rebar import Rebar
 from unas_lightning.estimators.reinforce import Reinforce
 from unas_lightning.estimators.relax import Relax
+from unas_lightning.estimators.relaxation import Relaxation
 from unas_lightning.estimators.softmax import Softmax
 
 __all__ = [
+    "BlackBox",
     "Estimator",
     "EstimatorOutput",
     "GumbelSoftmax",
@@ -32,5 +41,6 @@ __all__ = [
     "Rebar",
     "Reinforce",
     "Relax",
+    "Relaxation",
     "Softmax",
 ]

@@ -1,4 +1,4 @@
-"""The estimator contract (DESIGN Contract 2).
+"""The estimator contract (docs/contracts.md): what tests, benchmarks and users' code call.
 
 An estimator turns the architecture logits phi and a loss function L(z) into a surrogate scalar whose
 ``backward()`` leaves in ``phi.grad`` one Monte-Carlo estimate of d/dphi E_{p_phi(z)}[L(z)].
@@ -6,6 +6,7 @@ An estimator turns the architecture logits phi and a loss function L(z) into a s
 
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from unas_lightning.distributions import Arch
 
-LossFn = Callable[[Arch], Tensor]
+LossFn = Callable[[Arch], Tensor]  # or an ``ArchLoss``
 
 
 @dataclass
@@ -47,10 +48,13 @@ class Estimator(nn.Module):
     (a baseline, a temperature, a surrogate) updates that state inside ``surrogate`` and keeps it in
     buffers or parameters of its own, so it is saved in checkpoints with the search module.
 
-    *Several architectures at once.* A loss function may also offer ``loss_fn.many(archs)`` returning
-    the values at several architectures in order (``SearchModule``'s ``StepObjective`` runs them as
-    one supernet pass); an estimator that evaluates several relaxations per sample (REBAR's zeta and
-    zeta~) should use it when present. Plain callables stay valid loss functions.
+    *Abilities of the loss.* ``loss_fn`` may be a plain callable or an ``unas_lightning.losses.ArchLoss``,
+    which can evaluate several architectures in one pass (``many``; ``SearchModule``'s objective runs
+    REBAR's zeta and zeta~ as one supernet pass) and name the cheaper loss a control variate should
+    evaluate (``relaxed``). An estimator reaches them through ``as_arch_loss(loss_fn)``, which gives a
+    plain callable the default abilities.
+
+    The caller steps phi only.
 
     Every estimator can be built with no arguments. Select one in a config with
     ``class_path: unas_lightning.estimators.Rebar`` or ``class_path: mypkg.MyEstimator``.
@@ -69,10 +73,6 @@ class Estimator(nn.Module):
                     return EstimatorOutput(loss=loss, arch=s.z, value=loss.detach())
     """
 
-    #: True when the estimator only evaluates ``loss_fn`` at one-hot inputs and never
-    #: differentiates it, so ``loss_fn`` may be a table lookup or a measured latency.
-    needs_differentiable_loss: bool = True
-
     def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         raise NotImplementedError
 
@@ -89,6 +89,16 @@ class Estimator(nn.Module):
     def hparams(self) -> dict[str, float]:
         """The estimator's settings, for logging and ``repr``."""
         return {}
+
+
+class BlackBox(ABC):  # noqa: B024 (an interface without methods: a declared ability)
+    """An estimator that evaluates ``loss_fn`` only at one-hot architectures and never differentiates it.
+
+    Its ``loss_fn`` may be a table lookup or a measured latency: hardware costs accept only such
+    estimators (``Reinforce``, ``Relax``, ``IndeCateR``). Declare it by inheriting it::
+
+        class MyBlackBoxEstimator(Estimator, BlackBox): ...
+    """
 
 
 def loss_vector(loss: Tensor, logits: Mapping[str, Tensor]) -> Tensor:
@@ -122,12 +132,12 @@ def strip_batch(logits: Mapping[str, Tensor], n: int) -> dict[str, Tensor]:
     return {k: v[0] if n > 1 else v for k, v in logits.items()}
 
 
-def as_scalar(loss: Tensor) -> Tensor:
-    """Check that ``loss_fn`` returned a scalar tensor, with a message that says what to fix."""
-    if not isinstance(loss, Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(f"loss_fn(arch) must return a scalar tensor, got {shape}; reduce it with .mean().")
-    return loss.reshape(())
-
-
-__all__ = ["Estimator", "EstimatorOutput", "LossFn", "as_scalar", "log_prob_per_example", "loss_vector", "strip_batch"]
+__all__ = [
+    "BlackBox",
+    "Estimator",
+    "EstimatorOutput",
+    "LossFn",
+    "log_prob_per_example",
+    "loss_vector",
+    "strip_batch",
+]

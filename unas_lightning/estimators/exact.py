@@ -52,19 +52,14 @@ def exact_gradient(logits: Mapping[str, Tensor], loss_fn: LossFn) -> Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-def sample_gradients(
-    estimator: Estimator, logits: Mapping[str, Tensor], loss_fn: LossFn, n: int, **surrogate_kwargs
-) -> Tensor:
-    """``n`` single-sample estimates [n, num_params] at fixed logits (the estimator may adapt its state).
-
-    ``surrogate_kwargs`` go to ``estimator.surrogate`` (e.g. ``relaxed_loss_fn`` of the control-variate
-    estimators)."""
+def sample_gradients(estimator: Estimator, logits: Mapping[str, Tensor], loss_fn: LossFn, n: int) -> Tensor:
+    """``n`` single-sample estimates [n, num_params] at fixed logits (the estimator may adapt its state)."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in logits.items()}
     out = []
     for _ in range(n):
         for v in leaves.values():
             v.grad = None
-        estimator.surrogate(leaves, loss_fn, **surrogate_kwargs).loss.backward()
+        estimator.surrogate(leaves, loss_fn).loss.backward()
         out.append(torch.cat([v.grad.reshape(-1) for v in leaves.values()]))
     return torch.stack(out)
 

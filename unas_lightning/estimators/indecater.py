@@ -7,10 +7,10 @@ import itertools
 import torch
 
 from unas_lightning.distributions import ArchDistribution
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, loss_vector, strip_batch
+from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, loss_vector, strip_batch
 
 
-class IndeCateR(Estimator):
+class IndeCateR(Estimator, BlackBox):
     """Rao-Blackwellised score function that sums every category of one row with the others fixed.
 
     For each categorical row r with K_r categories and a sample z ~ p_phi, let z^{r=j} be z with row
@@ -38,8 +38,6 @@ class IndeCateR(Estimator):
         >>> out.loss.backward(); logits["a"].grad.shape
         torch.Size([3])
     """
-
-    needs_differentiable_loss = False
 
     def surrogate(self, logits, loss_fn):
         dist = ArchDistribution(logits)

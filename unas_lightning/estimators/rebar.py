@@ -17,7 +17,9 @@ class Rebar(ControlVariateEstimator):
 
     It is unbiased for any eta, beta and temperature: E[(ii)] cancels the dependence of (i) on the
     control variate and (iii) equals d/dphi E[c_d] (Eq. 4). ``loss_fn`` must be differentiable in
-    relaxed rows. The paper's setting is eta = 1, beta = 0, temperature 0.4 (fixed).
+    relaxed rows. The paper's setting is eta = 1, beta = 0, temperature 0.4 (fixed). When ``loss_fn`` is an
+    ``ArchLoss`` whose ``relaxed()`` is a cheaper function (``SearchModule(cv_examples=m)``: the loss on m
+    examples), the control variate is that function: still unbiased, one more source of variance.
 
     With ``self_tuning=True`` eta, the log-temperature and beta are trained online by Adam on the
     estimator's second moment sum(g^2) (the fix of the REBAR and RELAX authors); the estimate stays
@@ -45,5 +47,6 @@ class Rebar(ControlVariateEstimator):
         torch.Size([3])
     """
 
-    def control_variate(self, loss_fn):
-        return loss_fn
+    def control_variate(self, loss):
+        """c = L at the relaxations; the loss's ``relaxed()`` version when it offers a cheaper one."""
+        return loss.relaxed()

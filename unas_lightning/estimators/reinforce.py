@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 
 from unas_lightning.distributions import ArchDistribution
-from unas_lightning.estimators.base import Estimator, EstimatorOutput, log_prob_per_example, loss_vector
+from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, log_prob_per_example, loss_vector
+from unas_lightning.estimators.leave_one_out import leave_one_out
+from unas_lightning.losses import as_arch_loss
 
 
-class Reinforce(Estimator):
+class Reinforce(Estimator, BlackBox):
     """Score-function estimator (L(z) - c) d/dphi log p_phi(z), z ~ p_phi.
 
     With ``num_samples=1`` the baseline c is an exponential moving average of past losses, computed
@@ -34,8 +36,6 @@ class Reinforce(Estimator):
         >>> out.loss.backward(); logits["op"].grad.shape
         torch.Size([3])
     """
-
-    needs_differentiable_loss = False
 
     def __init__(self, baseline_decay: float = 0.9, use_baseline: bool = True, num_samples: int = 1):
         super().__init__()
@@ -71,10 +71,11 @@ class Reinforce(Estimator):
         if not self.use_baseline:
             return 0.0
         if k > 1:
-            return (f.sum(0, keepdim=True) - f) / (k - 1)
+            return leave_one_out(f)
         return self.baseline.clone() if bool(self.baseline_ready) else 0.0
 
     def surrogate(self, logits, loss_fn):
+        loss_fn = as_arch_loss(loss_fn)
         dist = ArchDistribution(logits)
         zs, f = [], []
         for _ in range(self.num_samples):

@@ -7,13 +7,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from unas_lightning.estimators.control_variate import ControlVariateEstimator, CVSamples
+from unas_lightning.estimators.base import BlackBox
+from unas_lightning.estimators.control_variate import ControlVariateEstimator
+from unas_lightning.estimators.cv_estimate import CVSamples
 from unas_lightning.estimators.surrogates import LinearSurrogate
+from unas_lightning.losses import as_arch_loss
 
 FITS = ("regression", "variance", "both", "none")
 
 
-class Relax(ControlVariateEstimator):
+class Relax(ControlVariateEstimator, BlackBox):
     """Unbiased gradient of E_{p_phi(z)}[L_n(z)] for a loss known only at one-hot z (Eq. 5).
 
     The control variate is c_n(z) = E_{r_phi(zeta|z)}[g(zeta)] with a differentiable surrogate g:
@@ -50,8 +53,6 @@ class Relax(ControlVariateEstimator):
         torch.Size([3])
     """
 
-    needs_differentiable_loss = False
-
     def __init__(
         self,
         surrogate: nn.Module | None = None,
@@ -76,12 +77,13 @@ class Relax(ControlVariateEstimator):
         if isinstance(self.g, LinearSurrogate):
             self.g.materialize(logits)
 
-    def control_variate(self, loss_fn):
-        return self.g
+    def control_variate(self, loss):
+        """c = g, the surrogate (the loss itself is never differentiated)."""
+        return as_arch_loss(self.g)
 
     def trainable_parameters(self):
-        own = list(self.g.parameters()) if self.fit != "none" else []
-        return super().trainable_parameters() + own
+        own = {f"g.{n}": p for n, p in self.g.named_parameters() if p.requires_grad} if self.fit != "none" else {}
+        return {**super().trainable_parameters(), **own}
 
     def uses_variance_objective(self) -> bool:
         return super().uses_variance_objective() or self.fit in ("variance", "both")

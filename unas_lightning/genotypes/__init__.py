@@ -1,4 +1,7 @@
-"""Published genotypes shipped as JSON, and loading a genotype by name or path.
+"""Published genotypes shipped as JSON, and loading any genotype by name or path.
+
+DARTS space: ``DARTS_V1``, ``DARTS_V2`` (Liu et al. 2019), ``UNAS_CIFAR10``, ``UNAS_CIFAR100`` and
+``UNAS_IMAGENET`` (the cells of paper Fig. 3, the last one in the 5-op ImageNet space).
 
 ProxylessNAS space (backbone of the official UNAS code and of ProxylessNAS-GPU: stem 40, first block
 24, stage widths 32-56-112-128-256-432, feature mix 1728):
@@ -8,6 +11,10 @@ ProxylessNAS space (backbone of the official UNAS code and of ProxylessNAS-GPU: 
 
 Both are transcribed from the official UNAS code (``proxylessnas/genotypes.py``), whose per-layer
 lists are split into the 6 shape-changing and the 15 other layers.
+
+A file names its space (``"space"``) and, for a space defined outside this package, the genotype
+type that reads it (``"type": "module.Class"``): loading dispatches through the registry of
+``unas_lightning.spaces.genotype``, never on concrete classes.
 """
 
 from __future__ import annotations
@@ -16,11 +23,10 @@ import json
 import os
 from pathlib import Path
 
-from unas_lightning.spaces.darts_genotype import DartsGenotype
-from unas_lightning.spaces.proxyless_genotype import ProxylessGenotype
+import unas_lightning.spaces  # noqa: F401  (registers the built-in spaces' genotype types)
+from unas_lightning.spaces.genotype import Genotype
 
 HERE = Path(__file__).resolve().parent
-Genotype = DartsGenotype | ProxylessGenotype
 
 
 def published() -> list[str]:
@@ -30,12 +36,7 @@ def published() -> list[str]:
 
 def genotype_from_dict(data: dict) -> Genotype:
     """A genotype of whichever space its ``"space"`` field names."""
-    space = data.get("space")
-    if space == "proxyless":
-        return ProxylessGenotype.from_dict(data)
-    if space in ("darts", None):
-        return DartsGenotype.from_dict(data)
-    raise ValueError(f"genotype for an unknown space {space!r}; expected 'darts' or 'proxyless'.")
+    return Genotype.from_dict(data)
 
 
 def load_genotype(name_or_path: str | os.PathLike) -> Genotype:

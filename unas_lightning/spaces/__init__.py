@@ -1,18 +1,38 @@
-"""Search spaces: supernets with their architecture logits, genotypes and derived networks."""
+"""Search spaces: the protocol every space follows, the genotype registry, and the built-in spaces.
 
-from unas_lightning.spaces.base import SearchSpace
-from unas_lightning.spaces.darts import DartsSpace
-from unas_lightning.spaces.darts_genotype import DartsGenotype, Node
-from unas_lightning.spaces.proxyless import ProxylessNet, ProxylessSpace
-from unas_lightning.spaces.proxyless_genotype import ProxylessBackbone, ProxylessGenotype
+A space is one package (supernet, ops, genotype, derived network, drawing) behind two small protocols,
+:class:`SearchSpace` and :class:`Genotype` (``docs/contracts.md``). The built-in ones are ``darts``
+(the factorized DARTS cell, Sec. 4.1) and ``proxyless`` (the ProxylessNAS MBConv chain, Sec. 5);
+a space of one's own is a class in one's own module, chosen by ``class_path``.
+"""
+
+from unas_lightning.spaces.base import GroupedForward, OneHotNetwork, SearchSpace
+from unas_lightning.spaces.darts import DartsGenotype, DartsSpace, Node
+from unas_lightning.spaces.genotype import (
+    Drawable,
+    Genotype,
+    NetworkOptions,
+    SupportsDropPath,
+    genotype_type,
+    registered_spaces,
+)
+from unas_lightning.spaces.proxyless import ProxylessBackbone, ProxylessGenotype, ProxylessNet, ProxylessSpace
 
 __all__ = [
     "DartsGenotype",
     "DartsSpace",
+    "Drawable",
+    "Genotype",
+    "GroupedForward",
+    "NetworkOptions",
     "Node",
+    "OneHotNetwork",
     "ProxylessBackbone",
     "ProxylessGenotype",
     "ProxylessNet",
     "ProxylessSpace",
     "SearchSpace",
+    "SupportsDropPath",
+    "genotype_type",
+    "registered_spaces",
 ]

@@ -1,30 +1,84 @@
-"""The small supernet protocol every search space follows (arch logits, forward, export)."""
+"""The search-space protocol: what the search, the costs, the monitor and retraining rely on.
+
+A space is one class (an ``nn.Module``) holding the weight-sharing supernet w and the architecture
+logits phi (``self.arch``, an ``nn.ParameterDict`` of ``name -> [..., K]``: one independent
+categorical per row). It declares:
+
+* ``forward(x, arch)``: logits of the network that ``arch`` selects (one-hot rows: only the chosen
+  operations run) or mixes (relaxed rows on the simplex), also with per-example rows [B, ...]
+  (``distributions.examples_in``);
+* ``arch_parameters()`` (phi), ``weight_parameters()`` (w), ``in_channels``, ``num_classes``;
+* ``genotype(arch)`` (default: the most probable architecture) and ``arch_of(genotype)``, the one-hot
+  architecture of a genotype, which raises ``ValueError`` naming what does not fit;
+* ``derived_network(genotype)``: the stand-alone network of a genotype at the search's scale, what
+  hardware costs are measured on and summaries report (default: the supernet run at the genotype's
+  one-hot architecture, which runs only the chosen operations);
+* ``category_names(key)``: the names of a logits tensor's K columns, for plots.
+
+Optional abilities are small interfaces a space inherits, not attributes probed at run time:
+:class:`GroupedForward` (several evaluations in one pass, ``spaces/batch_groups.py``). Drawing is an
+ability of the genotype (``spaces.genotype.Drawable``).
+
+Examples:
+    See ``examples/custom_space.py`` for a complete space in a user's own module.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import ClassVar
 
 from torch import Tensor, nn
 
-from unas_lightning.distributions import Arch, ArchDistribution
+from unas_lightning.distributions import Arch, ArchDistribution, examples_in, one_hot_argmax
+from unas_lightning.spaces.genotype import Genotype
 
 
-class SearchSpace(nn.Module):
-    """A weight-sharing supernet together with its architecture logits phi.
+class SearchSpace(nn.Module, ABC):
+    """A weight-sharing supernet together with its architecture logits phi (see the module docstring).
 
-    Subclasses create ``self.arch``, an ``nn.ParameterDict`` of logits ``name -> [..., K]`` (DESIGN
-    Contract 1), and implement ``forward(x, arch)``, ``genotype(arch)`` and ``arch_of(genotype)``.
+    Subclasses call ``super().__init__(in_channels, num_classes)``, create ``self.arch`` and set the
+    class attribute ``genotype_type`` to their :class:`~unas_lightning.spaces.genotype.Genotype` type.
 
-    ``forward(x, arch)`` accepts one-hot rows (then only the chosen operations run) or relaxed rows
-    (then the candidates are mixed with the row weights).
+    Args:
+        in_channels: image channels the supernet reads.
+        num_classes: classes of its classifier.
     """
 
+    genotype_type: ClassVar[type[Genotype]]
     arch: nn.ParameterDict
-    #: True when every batch norm keeps per-group statistics inside ``batch_groups`` (see
-    #: ``spaces/batch_groups.py``), so several evaluations can share one forward pass.
-    supports_batch_groups: bool = False
 
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        for name, value in [("in_channels", in_channels), ("num_classes", num_classes)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, got {value!r}.")
+        self.in_channels, self.num_classes = in_channels, num_classes
+
+    # -- what a space defines ------------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, x: Tensor, arch: Mapping[str, Tensor]) -> Tensor:
+        """Class logits of the network selected (one-hot rows) or mixed (relaxed rows) by ``arch``."""
+
+    @abstractmethod
+    def genotype(self, arch: Mapping[str, Tensor] | None = None) -> Genotype:
+        """The genotype of a one-hot ``arch`` (default: the most probable architecture)."""
+
+    @abstractmethod
+    def arch_of(self, genotype: Genotype) -> Arch:
+        """The one-hot architecture of ``genotype``; ``ValueError`` naming what does not fit this space."""
+
+    def derived_network(self, genotype: Genotype | None = None) -> nn.Module:
+        """The stand-alone network of ``genotype`` (default: the most probable) at this space's scale."""
+        genotype = self.genotype() if genotype is None else genotype
+        return OneHotNetwork(self, self.arch_of(genotype))
+
+    def category_names(self, key: str) -> list[str]:
+        """Names of the K categories of the logits ``key`` (for plots); indices unless overridden."""
+        return [str(i) for i in range(self.arch[key].shape[-1])]
+
+    # -- shared by every space -----------------------------------------------------------------------
     def arch_parameters(self) -> Iterator[nn.Parameter]:
         """phi: the logits of the architecture distribution."""
         return iter(self.arch.values())
@@ -38,17 +92,40 @@ class SearchSpace(nn.Module):
         """p_phi(z) for the current logits."""
         return ArchDistribution(self.arch)
 
-    def forward(self, x: Tensor, arch: Mapping[str, Tensor]) -> Tensor:
-        raise NotImplementedError
+    def mode(self) -> Arch:
+        """The most probable architecture (one-hot, detached)."""
+        return {k: one_hot_argmax(v.detach()) for k, v in self.arch.items()}
 
-    def genotype(self, arch: Mapping[str, Tensor] | None = None) -> Any:
-        """The discrete architecture of a one-hot ``arch`` (default: the most probable one)."""
-        raise NotImplementedError
+    def examples_in(self, arch: Mapping[str, Tensor]) -> int | None:
+        """B for per-example rows [B, ...], None for one shared architecture."""
+        return examples_in(arch, self.arch)
 
-    def category_names(self, key: str) -> list[str]:
-        """Names of the K categories of the logits ``key`` (for plots); indices unless overridden."""
-        return [str(i) for i in range(self.arch[key].shape[-1])]
+    def describe(self) -> str:
+        """One line naming the space (written into checkpoints, quoted when one does not fit)."""
+        shapes = {tuple(v.shape) for v in self.arch.values()}
+        n_w = sum(p.numel() for p in self.weight_parameters())
+        return (
+            f"a {type(self).__name__} search ({len(self.arch)} categoricals of shapes "
+            f"{sorted(shapes)}, {n_w:,} supernet weights)"
+        )
 
-    def arch_of(self, genotype: Any) -> Arch:
-        """The one-hot architecture mapping that encodes ``genotype`` in this space."""
-        raise NotImplementedError
+
+class GroupedForward(ABC):  # noqa: B024 (an interface without methods: a declared ability)
+    """A space whose forward inside ``batch_groups(g)`` computes exactly what g separate passes compute.
+
+    Every batch norm of such a space keeps per-group statistics (``GroupedBatchNorm2d`` without running
+    statistics), so the search objective concatenates several (architecture, batch) evaluations along
+    the batch and runs them as one pass (``objectives.StepObjective``).
+    """
+
+
+class OneHotNetwork(nn.Module):
+    """A supernet run at one fixed one-hot architecture: the default derived network of a space."""
+
+    def __init__(self, space: SearchSpace, arch: Arch):
+        super().__init__()
+        self.space = space
+        self.arch = {k: v.to(next(space.parameters()).device) for k, v in arch.items()}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.space(x, self.arch)

@@ -12,9 +12,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from unas_lightning.spaces.darts import reduction_layers
-from unas_lightning.spaces.darts_genotype import DartsGenotype
-from unas_lightning.spaces.darts_ops import OPS, FactorizedReduce, ReLUConvBN
+from unas_lightning.spaces.darts.genotype import DartsGenotype
+from unas_lightning.spaces.darts.ops import OPS, FactorizedReduce, ReLUConvBN
+from unas_lightning.spaces.genotype import SupportsDropPath
+
+
+def reduction_layers(layers: int) -> set[int]:
+    """Indices of the reduction cells: at 1/3 and 2/3 of the depth, as in DARTS."""
+    return {layers // 3, 2 * layers // 3}
 
 
 def drop_path(x: Tensor, drop_prob: float) -> Tensor:
@@ -95,13 +100,13 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class _DartsNetwork(nn.Module):
+class _DartsNetwork(nn.Module, SupportsDropPath):
     """Shared body: cells, auxiliary head at 2/3 depth, global pooling, classifier."""
 
     aux_pool_stride: int = 3
 
     def _build_cells(self, genotype, layers, c, c_stem, reduction_prev, num_classes, auxiliary):
-        genotype.check(len(genotype.normal), tuple(OPS))
+        genotype.check(None, tuple(OPS))
         c_pp, c_p, c_curr = c_stem, c_stem, c
         self.cells = nn.ModuleList()
         reductions = reduction_layers(layers)
@@ -117,6 +122,7 @@ class _DartsNetwork(nn.Module):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if i == self.aux_position:
                 c_aux = c_p
+        # named ``auxiliary``: ``counting.count_parameters`` leaves it out, as papers do
         self.auxiliary = AuxiliaryHead(c_aux, num_classes, self.aux_pool_stride) if auxiliary else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
@@ -147,6 +153,7 @@ class DartsNetworkCIFAR(_DartsNetwork):
         layers: number of cells (paper: 20).
         auxiliary: add the auxiliary head after the cell at 2/3 depth (paper: weight 0.4).
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
+        stem_stride: stride of the stem convolution (2: a search supernet's cheaper stem).
 
     ``drop_path_prob`` is an attribute set by the training loop (linear ramp, paper: up to 0.2 / 0.3).
 
@@ -169,11 +176,14 @@ class DartsNetworkCIFAR(_DartsNetwork):
         layers: int = 20,
         auxiliary: bool = True,
         stem_multiplier: int = 3,
+        stem_stride: int = 1,
     ):
         super().__init__()
         self.drop_path_prob = 0.0
         c_stem = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_stem, 3, stride=stem_stride, padding=1, bias=False), nn.BatchNorm2d(c_stem)
+        )
         self._build_cells(genotype, layers, channels, c_stem, False, num_classes, auxiliary)
 
     def stem_forward(self, x):
@@ -222,8 +232,3 @@ class DartsNetworkImageNet(_DartsNetwork):
     def stem_forward(self, x):
         s0 = self.stem0(x)
         return s0, self.stem1(s0)
-
-
-def count_parameters(model: nn.Module, include_auxiliary: bool = False) -> int:
-    """Parameters of a network; by default without the auxiliary head (as DARTS and UNAS report)."""
-    return sum(p.numel() for n, p in model.named_parameters() if include_auxiliary or not n.startswith("auxiliary."))

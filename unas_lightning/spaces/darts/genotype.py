@@ -13,12 +13,15 @@ All intermediate nodes are concatenated into the cell output, as in DARTS.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torch import nn
+
+from unas_lightning.spaces.darts.ops import OPS
+from unas_lightning.spaces.genotype import Drawable, Genotype, NetworkOptions
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -32,8 +35,16 @@ class Node:
 
 
 @dataclass(frozen=True)
-class DartsGenotype:
-    """A normal and a reduction cell of the factorized DARTS space (Sec. 4.1)."""
+class DartsGenotype(Genotype, Drawable):
+    """A normal and a reduction cell of the factorized DARTS space (Sec. 4.1).
+
+    Its networks (``network_kinds``): ``"cifar"`` (the default: 20 cells of 36 channels) and
+    ``"imagenet"`` (the mobile setting: 14 cells of 48 channels), with an auxiliary head and drop-path.
+    """
+
+    space_name = "darts"
+    space_title = "DARTS"
+    network_kinds = ("cifar", "imagenet")
 
     normal: tuple[Node, ...]
     reduce: tuple[Node, ...]
@@ -41,11 +52,14 @@ class DartsGenotype:
     def nodes(self, cell_type: str) -> tuple[Node, ...]:
         return self.normal if cell_type == "normal" else self.reduce
 
-    def check(self, nodes: int, ops: Sequence[str]) -> None:
-        """Raise ``ValueError`` naming the first thing that does not fit a space with ``nodes`` and ``ops``."""
+    def check(self, nodes: int | None, ops: Sequence[str]) -> None:
+        """Raise ``ValueError`` naming the first thing that does not fit a space with ``nodes`` (None: any
+        number) and ``ops``."""
         for t in CELL_TYPES:
             cell = self.nodes(t)
-            if len(cell) != nodes:
+            if not cell:
+                raise ValueError(f"genotype {t} cell has no nodes; a cell needs at least one.")
+            if nodes is not None and len(cell) != nodes:
                 raise ValueError(f"genotype {t} cell has {len(cell)} nodes but the space has {nodes}.")
             for n, node in enumerate(cell):
                 for i in node.inputs:
@@ -55,19 +69,14 @@ class DartsGenotype:
                         )
                 for o in node.ops:
                     if o not in ops:
-                        raise ValueError(f"genotype {t} node {n}: unknown operation {o!r}; this space has {list(ops)}.")
+                        raise ValueError(f"genotype {t} node {n}: unknown operation {o!r}; choose from {list(ops)}.")
 
     # -- JSON ------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "space": "darts",
-            **{t: [{"inputs": list(n.inputs), "ops": list(n.ops)} for n in self.nodes(t)] for t in CELL_TYPES},
-        }
+    def encode(self) -> dict[str, Any]:
+        return {t: [{"inputs": list(n.inputs), "ops": list(n.ops)} for n in self.nodes(t)] for t in CELL_TYPES}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DartsGenotype:
-        if data.get("space", "darts") != "darts":
-            raise ValueError(f"genotype is for the {data.get('space')!r} space, not the DARTS space.")
+    def decode(cls, data: dict[str, Any]) -> DartsGenotype:
         cells = {}
         for t in CELL_TYPES:
             if t not in data:
@@ -84,7 +93,9 @@ class DartsGenotype:
                     raise ValueError(f"genotype {t} node {n} needs exactly two inputs and two ops, got {node!r}.")
                 nodes.append(Node(inputs=inputs, ops=ops))
             cells[t] = tuple(nodes)
-        return cls(**cells)
+        genotype = cls(**cells)
+        genotype.check(None, OPS)
+        return genotype
 
     def to_json(self) -> str:
         """Readable JSON: one line per node."""
@@ -94,29 +105,22 @@ class DartsGenotype:
         )
         return f'{{\n  "space": "darts",\n{cells}\n}}'
 
-    @classmethod
-    def from_json(cls, text: str) -> DartsGenotype:
-        return cls.from_dict(json.loads(text))
+    # -- networks and drawings ---------------------------------------------------------------------
+    def network(self, options: NetworkOptions) -> nn.Module:
+        """The DARTS evaluation network (``options.kind``: "cifar" or "imagenet")."""
+        from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, DartsNetworkImageNet
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the genotype atomically (a reader never sees a half-written file)."""
-        return write_text_atomic(path, self.to_json() + "\n")
+        kind = self.network_kind(options.kind)
+        cls = DartsNetworkCIFAR if kind == "cifar" else DartsNetworkImageNet
+        sizes = {k: v for k, v in (("channels", options.channels), ("layers", options.layers)) if v is not None}
+        return cls(self, options.in_channels, options.num_classes, auxiliary=options.auxiliary, **sizes)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> DartsGenotype:
-        return cls.from_json(Path(path).read_text())
+    def draw(self, out_dir: Path, stem: str) -> list[Path]:
+        """Each cell as a PNG (paper Fig. 3) and as Graphviz DOT (PDF too when ``dot`` is installed)."""
+        from unas_lightning.spaces.darts.drawing import draw_cell, write_cell_dot
 
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        files = []
+        for t in CELL_TYPES:
+            files.append(draw_cell(self, t, out_dir / f"{stem}_{t}.png"))
+            files += write_cell_dot(self, t, out_dir / f"{stem}_{t}.dot")
+        return files

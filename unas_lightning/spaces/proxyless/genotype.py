@@ -11,15 +11,15 @@ ProxylessNAS-GPU, are genotypes too::
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from unas_lightning.spaces.darts_genotype import write_text_atomic
-from unas_lightning.spaces.mbconv import make_divisible
+from torch import nn
+
+from unas_lightning.spaces.genotype import Drawable, Genotype, NetworkOptions
+from unas_lightning.spaces.proxyless.mbconv import make_divisible
 
 #: MBConv candidates of ProxylessNAS (kernel x expansion) in the official order, then layer removal.
 MBCONV_OPS = ("3x3_MBConv3", "3x3_MBConv6", "5x5_MBConv3", "5x5_MBConv6", "7x7_MBConv3", "7x7_MBConv6")
@@ -107,8 +107,15 @@ class ProxylessBackbone:
 
 
 @dataclass(frozen=True)
-class ProxylessGenotype:
-    """One operation name per searchable layer (``"skip"`` removes the layer) and the backbone."""
+class ProxylessGenotype(Genotype, Drawable):
+    """One operation name per searchable layer (``"skip"`` removes the layer) and the backbone.
+
+    Its network (``network_kinds``): ``"proxyless"``, the plain MBConv chain (``ProxylessNet``).
+    """
+
+    space_name = "proxyless"
+    space_title = "ProxylessNAS"
+    network_kinds = ("proxyless",)
 
     ops: tuple[str, ...]
     backbone: ProxylessBackbone = ProxylessBackbone()
@@ -131,13 +138,11 @@ class ProxylessGenotype:
         return sum(op != SKIP for op in self.ops)
 
     # -- JSON ------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {"space": "proxyless", "ops": list(self.ops), "backbone": self.backbone.to_dict()}
+    def encode(self) -> dict[str, Any]:
+        return {"ops": list(self.ops), "backbone": self.backbone.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProxylessGenotype:
-        if data.get("space", "proxyless") != "proxyless":
-            raise ValueError(f"genotype is for the {data.get('space')!r} space, not the ProxylessNAS space.")
+    def decode(cls, data: dict[str, Any]) -> ProxylessGenotype:
         if not isinstance(data.get("ops"), Sequence) or isinstance(data.get("ops"), str):
             raise ValueError("a ProxylessNAS genotype needs 'ops': a list of operation names, one per layer.")
         try:
@@ -148,17 +153,16 @@ class ProxylessGenotype:
         genotype.check()
         return genotype
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+    # -- networks and drawings ---------------------------------------------------------------------
+    def network(self, options: NetworkOptions) -> nn.Module:
+        """The plain MBConv network (``ProxylessNet``); ``options.dropout`` before the classifier."""
+        from unas_lightning.spaces.proxyless.network import ProxylessNet
 
-    @classmethod
-    def from_json(cls, text: str) -> ProxylessGenotype:
-        return cls.from_dict(json.loads(text))
+        self.network_kind(options.kind)
+        return ProxylessNet(self, options.in_channels, options.num_classes, options.dropout)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the genotype atomically (a reader never sees a half-written file)."""
-        return write_text_atomic(path, self.to_json() + "\n")
+    def draw(self, out_dir: Path, stem: str) -> list[Path]:
+        """The chain of MBConv blocks as a PNG (paper Fig. 5)."""
+        from unas_lightning.spaces.proxyless.drawing import draw_network
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ProxylessGenotype:
-        return cls.from_json(Path(path).read_text())
+        return [draw_network(self, out_dir / f"{stem}_network.png")]

@@ -1,4 +1,4 @@
-"""Measured latency of a network on the device the search runs on (paper Sec. 3.2 and 5).
+"""Measured latency of a network on the device the search runs on (paper Sec. 3.2 and 5), and its meter.
 
 Timing rules: eval mode, no autograd, a fixed batch size and input size, warm-up runs before timing,
 the median of repeated runs. On CUDA each run is timed with CUDA events around the forward and the
@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from unas_lightning.costs.base import Candidate, Meter
 
 Backend = Literal["eager", "compile"]
 BACKENDS = ("eager", "compile")
@@ -154,3 +156,56 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
         return values[0], values[0], values[0]
     q = statistics.quantiles(values, n=4, method="inclusive")
     return q[0], statistics.median(values), q[2]
+
+
+class MeasuredLatency(Meter):
+    """The measured forward latency (ms) of a candidate's network on the search's device.
+
+    Eval mode, no autograd, a fixed batch of ``batch_size`` examples of the data's shape, ``warmup``
+    untimed runs, the median of ``repeats`` timed runs (CUDA events on a GPU, ``perf_counter`` on a CPU;
+    see :func:`measure_latency`). Under DDP the cost term has rank 0 time every architecture, so all
+    ranks agree on each value.
+
+    Args:
+        batch_size: images per timed forward (the paper: 32 on a V100).
+        warmup: untimed runs before each measurement.
+        repeats: timed runs; the median is used.
+        backend: ``"eager"`` or ``"compile"`` (``torch.compile``: fused kernels make latency
+            non-additive across layers, the case the paper motivates).
+        num_threads: CPU threads during measurements (None: torch's current setting).
+
+    Examples:
+        >>> from unas_lightning.spaces import DartsSpace
+        >>> space = DartsSpace(channels=4, layers=3)
+        >>> candidate = Candidate(space.genotype(), space, (1, 28, 28))
+        >>> MeasuredLatency(batch_size=2, warmup=1, repeats=3).measure(candidate) > 0
+        True
+    """
+
+    name, unit, exact = "latency", "ms", False
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        warmup: int = 3,
+        repeats: int = 10,
+        backend: Backend = "eager",
+        num_threads: int | None = None,
+    ):
+        check_settings(batch_size, warmup, repeats, backend)
+        self.batch_size, self.warmup, self.repeats = batch_size, warmup, repeats
+        self.backend, self.num_threads = backend, num_threads
+
+    def measure(self, candidate: Candidate) -> float:
+        network = candidate.network.to(candidate.device)
+        lat = measure_latency(
+            network,
+            candidate.example_shape,
+            batch_size=self.batch_size,
+            device=candidate.device,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            backend=self.backend,
+            num_threads=self.num_threads,
+        )
+        return lat.median_ms

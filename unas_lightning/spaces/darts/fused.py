@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unas_lightning.spaces.batch_groups import batch_norm, current_groups
-from unas_lightning.spaces.darts_ops import DilConv, FactorizedReduce, SepConv
+from unas_lightning.spaces.darts.ops import DilConv, FactorizedReduce, SepConv
 
 
 @dataclass

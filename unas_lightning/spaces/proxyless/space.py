@@ -4,7 +4,7 @@ A chain of searchable layers (21 for ImageNet: 6 stages of 4, 4, 4, 4, 4 and 1 l
 stem (3x3 convolution, MBConv1 3x3 block) and a fixed head (1x1 feature-mix convolution, pooling,
 classifier). Each layer picks one of the MBConv blocks with kernel {3, 5, 7} x expansion {3, 6}, or
 ``skip`` (layer removal: only the residual shortcut remains) where the layer keeps its shape.
-Logits (Contract 1): ``layer{i:02d}`` with shape [K_i], K_i = 7 where skip is allowed, 6 for the first
+Logits: ``layer{i:02d}`` with shape [K_i], K_i = 7 where skip is allowed, 6 for the first
 layer of a stage.
 """
 
@@ -16,10 +16,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from unas_lightning.distributions import Arch, one_hot_argmax
+from unas_lightning.distributions import Arch
 from unas_lightning.spaces.base import SearchSpace
-from unas_lightning.spaces.mbconv import MBConv, conv_bn_act
-from unas_lightning.spaces.proxyless_genotype import SKIP, ProxylessBackbone, ProxylessGenotype, parse_op
+from unas_lightning.spaces.plan import plan
+from unas_lightning.spaces.proxyless.genotype import SKIP, ProxylessBackbone, ProxylessGenotype, parse_op
+from unas_lightning.spaces.proxyless.mbconv import MBConv, conv_bn_act
+from unas_lightning.spaces.proxyless.network import ProxylessNet
 
 
 def layer_key(i: int) -> str:
@@ -51,63 +53,6 @@ class SearchLayer(nn.Module):
         return out
 
 
-class Residual(nn.Module):
-    """A block with an optional identity shortcut (derived networks)."""
-
-    def __init__(self, block: nn.Module, residual: bool):
-        super().__init__()
-        self.block, self.residual = block, residual
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-class ProxylessNet(nn.Module):
-    """The plain network of a ProxylessNAS-space genotype: skipped layers are gone, no supernet parts.
-
-    Args:
-        genotype: the operations per layer and the backbone (widths, strides) they belong to.
-        in_channels: image channels.
-        num_classes: classifier outputs.
-        dropout: dropout before the classifier.
-
-    Examples:
-        >>> import torch
-        >>> from unas_lightning.spaces.proxyless_genotype import ProxylessBackbone, ProxylessGenotype
-        >>> bb = ProxylessBackbone(first_conv=8, first_block=8, widths=(8, 16), depths=(2, 2), strides=(2, 2),
-        ...                        feature_mix=32)
-        >>> net = ProxylessNet(ProxylessGenotype(("3x3_MBConv3", "skip", "5x5_MBConv6", "skip"), bb), num_classes=10)
-        >>> net(torch.randn(2, 3, 32, 32)).shape, len(net.blocks)
-        (torch.Size([2, 10]), 2)
-    """
-
-    def __init__(
-        self, genotype: ProxylessGenotype, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.0
-    ):
-        super().__init__()
-        genotype.check()
-        bb = genotype.backbone
-        self.genotype = genotype
-        self.stem = conv_bn_act(in_channels, bb.first_conv, 3, bb.stem_stride)
-        self.first_block = MBConv(bb.first_conv, bb.first_block, 3, 1, 1)
-        blocks = []
-        for (c_in, c_out, stride), op in zip(bb.layers(), genotype.ops, strict=True):
-            if op == SKIP:
-                continue
-            kernel, expand = parse_op(op)
-            blocks.append(Residual(MBConv(c_in, c_out, kernel, stride, expand), stride == 1 and c_in == c_out))
-        self.blocks = nn.Sequential(*blocks)
-        self.feature_mix = conv_bn_act(bb.widths[-1], bb.feature_mix, 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(bb.feature_mix, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.feature_mix(self.blocks(self.first_block(self.stem(x))))
-        return self.classifier(self.dropout(self.pool(x).flatten(1)))
-
-
 class ProxylessSpace(SearchSpace):
     """ProxylessNAS MBConv supernet (Sec. 5): one categorical per searchable layer.
 
@@ -133,6 +78,8 @@ class ProxylessSpace(SearchSpace):
         torch.Size([2, 10])
     """
 
+    genotype_type = ProxylessGenotype
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -142,15 +89,11 @@ class ProxylessSpace(SearchSpace):
         stem_stride: int | None = None,
         channels_last: bool = True,
     ):
-        super().__init__()
-        for name, value in [("in_channels", in_channels), ("num_classes", num_classes)]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ProxylessSpace: {name} must be a positive integer, got {value!r}.")
+        super().__init__(in_channels, num_classes)
         bb = (backbone or ProxylessBackbone()).scaled(width_mult)
         if stem_stride is not None:
             bb = ProxylessBackbone(**{**bb.to_dict(), "stem_stride": stem_stride})
         self.backbone = bb
-        self.in_channels, self.num_classes = in_channels, num_classes
         self.choices = bb.choices()
         self.arch = nn.ParameterDict(
             {layer_key(i): nn.Parameter(torch.zeros(len(c))) for i, c in enumerate(self.choices)}
@@ -170,36 +113,9 @@ class ProxylessSpace(SearchSpace):
 
     # -- forward -------------------------------------------------------------------------------
     def plan(self, arch: Mapping[str, Tensor]) -> list[list[tuple[str, Tensor | None]]]:
-        """Per layer, the (op, coefficient) pairs to compute; one host synchronisation in all."""
+        """Per layer, the (op, coefficient) pairs to compute (``spaces.plan``)."""
         rows = [arch[layer_key(i)] for i in range(len(self.layers))]
-        flags = torch.cat(
-            [
-                torch.cat(
-                    [
-                        (r.detach() != 0).reshape(-1, r.shape[-1]).any(0),
-                        (r.detach() == 1).reshape(-1, r.shape[-1]).all(0),
-                    ]
-                )
-                for r in rows
-            ]
-        ).tolist()
-        plans, pos = [], 0
-        for r, ops in zip(rows, self.choices, strict=True):
-            k = len(ops)
-            nonzero, all_one = flags[pos : pos + k], flags[pos + k : pos + 2 * k]
-            pos += 2 * k
-            terms = []
-            for j, op in enumerate(ops):
-                if not nonzero[j]:
-                    continue
-                if all_one[j] and not r.requires_grad:
-                    coef = None
-                else:
-                    coef = r[..., j]
-                    coef = coef.reshape(-1, 1, 1, 1) if coef.dim() > 0 else coef
-                terms.append((op, coef))
-            plans.append(terms)
-        return plans
+        return [[(ops[j], c) for j, c in m.terms] for m, ops in zip(plan(rows), self.choices, strict=True)]
 
     def forward(self, x: Tensor, arch: Mapping[str, Tensor]) -> Tensor:
         """Logits of the network selected (one-hot rows) or mixed (relaxed rows) by ``arch``."""
@@ -229,14 +145,11 @@ class ProxylessSpace(SearchSpace):
             for i, (op, c) in enumerate(zip(genotype.ops, self.choices, strict=True))
         }
 
-    def mode(self) -> Arch:
-        return {k: one_hot_argmax(v.detach()) for k, v in self.arch.items()}
+    def derived_network(self, genotype: ProxylessGenotype | None = None, copy_weights: bool = False) -> ProxylessNet:
+        """The plain network of ``genotype`` (default: the most probable) at this space's widths.
 
-    def derived_network(self, genotype: ProxylessGenotype | None = None, copy_weights: bool = True) -> ProxylessNet:
-        """The plain network of ``genotype`` (default: the most probable), with the supernet's weights.
-
-        The result computes exactly what the supernet computes with the one-hot architecture of the
-        genotype, on the same weights (tested).
+        With ``copy_weights`` it carries the supernet's weights and computes exactly what the supernet
+        computes with the one-hot architecture of the genotype (tested); else its weights are fresh.
         """
         genotype = genotype if genotype is not None else self.genotype()
         genotype.check(self.backbone)

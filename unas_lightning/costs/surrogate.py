@@ -1,9 +1,9 @@
-"""The linear latency surrogate g(z) = sum_ij l_ij z_ij + b (paper Sec. 5), fitted by ridge regression.
+"""The linear cost surrogate g(z) = sum_ij l_ij z_ij + b (paper Sec. 5), fitted by ridge regression.
 
-As in ProxylessNAS and the paper, N architectures are sampled uniformly before search, timed, and
-the per-choice latencies l_ij fitted by L2-regularised least squares; a held-out part of the samples
-gives the surrogate's error (MAE in ms and MAPE in %). The surrogate is only RELAX's control variate:
-the search optimizes the measured latency.
+As in ProxylessNAS and the paper, N architectures are sampled uniformly before search, measured (timed,
+for latency), and the per-choice costs l_ij fitted by L2-regularised least squares; a held-out part of
+the samples gives the surrogate's error (MAE in the cost's unit and MAPE in %). The surrogate is only
+RELAX's control variate: the search optimizes the measured cost.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ class SurrogateFit:
     """A fitted surrogate and its errors (train and held-out)."""
 
     surrogate: LinearSurrogate
-    train_mae_ms: float
-    test_mae_ms: float
+    train_mae: float
+    test_mae: float
     test_mape: float  # percent
     n_train: int
     n_test: int
 
     def as_dict(self) -> dict[str, float]:
         return {
-            "train_mae_ms": self.train_mae_ms,
-            "test_mae_ms": self.test_mae_ms,
+            "train_mae": self.train_mae,
+            "test_mae": self.test_mae,
             "test_mape": self.test_mape,
             "n_train": self.n_train,
             "n_test": self.n_test,
@@ -55,16 +55,16 @@ def ridge(x: Tensor, y: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
 
 def fit_linear_surrogate(
     archs: Sequence[Arch],
-    latencies_ms: Sequence[float] | Tensor,
+    values: Sequence[float] | Tensor,
     holdout: float = 0.2,
     alpha: float = 1e-3,
     seed: int = 0,
 ) -> SurrogateFit:
-    """Fit g(z) = sum l_ij z_ij + b to measured latencies; report held-out MAE and MAPE.
+    """Fit g(z) = sum l_ij z_ij + b to measured costs; report held-out MAE and MAPE.
 
     Args:
         archs: one-hot architectures (all with the same keys and shapes).
-        latencies_ms: their measured latencies.
+        values: their measured costs.
         holdout: fraction kept out of the fit for the error report (0 fits on everything and reports
             the training error in the test fields).
         alpha: ridge penalty on the per-choice coefficients.
@@ -83,9 +83,9 @@ def fit_linear_surrogate(
         raise ValueError(f"holdout must lie in [0, 1), got {holdout}.")
     keys = list(archs[0])
     x = arch_features(archs, keys)
-    y = torch.as_tensor(latencies_ms, dtype=torch.float64).reshape(-1)
+    y = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if y.shape[0] != x.shape[0]:
-        raise ValueError(f"{x.shape[0]} architectures but {y.shape[0]} latencies.")
+        raise ValueError(f"{x.shape[0]} architectures but {y.shape[0]} values.")
     n_test = round(holdout * len(archs))
     perm = torch.randperm(len(archs), generator=torch.Generator().manual_seed(seed))
     test, train = perm[:n_test], perm[n_test:]

@@ -7,7 +7,7 @@ two operations chosen by two *op selectors* o_n, o'_n:
     x_n = sum_{m, k} A_n[m, k] O_{m,n}^{(k)}(x_m),     A_n = i_n (x) o_n + i'_n (x) o'_n
 
 so every node has exactly two inputs by construction and no post-search pruning is needed.
-Logits (Contract 1), per cell type t in {normal, reduce}:
+Logits, per cell type t in {normal, reduce}:
 
     ``{t}_node{n}_input``: [2, n + 2]   the rows of i_n and i'_n
     ``{t}_node{n}_op``:    [2, K]       the rows of o_n and o'_n
@@ -23,12 +23,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from unas_lightning.distributions import Arch, one_hot_argmax
-from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.distributions import Arch
+from unas_lightning.spaces.base import GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
-from unas_lightning.spaces.darts_fused import FusedCell, fusable
-from unas_lightning.spaces.darts_genotype import CELL_TYPES, DartsGenotype, Node
-from unas_lightning.spaces.darts_ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
+from unas_lightning.spaces.darts.fused import FusedCell, fusable
+from unas_lightning.spaces.darts.genotype import CELL_TYPES, DartsGenotype, Node
+from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, reduction_layers
+from unas_lightning.spaces.darts.ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
+from unas_lightning.spaces.plan import plan
 
 # (m, k, coef): apply op k to state m and scale by coef (None: the coefficient is exactly 1).
 Term = tuple[int, int, Tensor | None]
@@ -40,11 +42,6 @@ class Dense(list):
 
 # per node, the terms to compute; or Dense([A_0, A_1, ...])
 CellPlan = Sequence[Sequence[Term]] | Dense
-
-
-def reduction_layers(layers: int) -> set[int]:
-    """Indices of the reduction cells: at 1/3 and 2/3 of the depth, as in DARTS."""
-    return {layers // 3, 2 * layers // 3}
 
 
 class SearchCell(nn.Module):
@@ -83,7 +80,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class DartsSpace(SearchSpace):
+class DartsSpace(SearchSpace, GroupedForward):
     """DARTS-space supernet with factorized normal and reduction cells (Sec. 4.1).
 
     Args:
@@ -98,7 +95,7 @@ class DartsSpace(SearchSpace):
         channels_last: run convolutions in the channels-last memory format (about 3x faster for the
             depthwise convolutions on CPU, and the fast layout for cuDNN).
         fuse_relaxed: run a cell whose coefficients are all non-zero (relaxed zeta, softmax(phi)) as a
-            few wide operations (``spaces/darts_fused.py``): the same function at a fraction of the
+            few wide operations (``spaces/darts/fused.py``): the same function at a fraction of the
             per-operation overhead. ``False`` keeps the edge-by-edge loop (for comparisons).
 
     Examples:
@@ -111,7 +108,7 @@ class DartsSpace(SearchSpace):
         True
     """
 
-    supports_batch_groups = True  # every batch norm is a GroupedBatchNorm2d without running statistics
+    genotype_type = DartsGenotype
 
     def __init__(
         self,
@@ -126,10 +123,8 @@ class DartsSpace(SearchSpace):
         channels_last: bool = True,
         fuse_relaxed: bool = True,
     ):
-        super().__init__()
+        super().__init__(in_channels, num_classes)
         for name, value in [
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
             ("channels", channels),
             ("layers", layers),
             ("nodes", nodes),
@@ -142,8 +137,7 @@ class DartsSpace(SearchSpace):
             raise ValueError(f"DartsSpace: channels must be even (FactorizedReduce halves them), got {channels}.")
         self.ops = check_ops(ops)
         self.nodes, self.channels, self.layers = nodes, channels, layers
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        self.stem_multiplier, self.stem_stride = stem_multiplier, stem_stride
         k = len(self.ops)
         self.arch = nn.ParameterDict()
         for t in CELL_TYPES:
@@ -185,39 +179,21 @@ class DartsSpace(SearchSpace):
         return out
 
     def plan(self, arch: Mapping[str, Tensor]) -> dict[str, CellPlan]:
-        """Which (input, op) pairs each node computes, with their coefficients.
+        """Which (input, op) pairs each node computes, with their coefficients (``spaces.plan``).
 
-        One host synchronisation per forward decides, for every coefficient, whether it is zero
-        (skip the op) or an exact constant 1 (use the op's output unscaled). A cell type whose
-        coefficients are all non-zero gets ``Dense(A_n)``: the fused mixture (``fuse_relaxed``).
+        A cell type whose coefficients are all non-zero gets ``Dense(A_n)``: the fused mixture
+        (``fuse_relaxed``).
         """
         coefs = {t: self.coefficients(arch, t) for t in CELL_TYPES}
-        flat = torch.cat([a.detach().reshape(-1, a.shape[-2] * a.shape[-1]) for t in CELL_TYPES for a in coefs[t]], 1)
-        nonzero = (flat != 0).any(0).tolist()
-        all_one = (flat == 1).all(0).tolist()
-        plans, pos = {}, 0
+        mixtures = iter(plan([a.reshape(*a.shape[:-2], -1) for t in CELL_TYPES for a in coefs[t]]))
+        plans: dict[str, CellPlan] = {}
+        k = len(self.ops)
         for t in CELL_TYPES:
-            size = sum(a.shape[-2] * a.shape[-1] for a in coefs[t])
-            if self.fuse_relaxed and self._all_cells_fuse and all(nonzero[pos : pos + size]):
+            cell = [next(mixtures) for _ in coefs[t]]
+            if self.fuse_relaxed and self._all_cells_fuse and all(m.dense for m in cell):
                 plans[t] = Dense(coefs[t])
-                pos += size
-                continue
-            plans[t] = []
-            for a in coefs[t]:
-                n_in, k = a.shape[-2], a.shape[-1]
-                const = not a.requires_grad
-                terms = []
-                for m in range(n_in):
-                    for j in range(k):
-                        if nonzero[pos]:
-                            c = a[..., m, j]
-                            if const and all_one[pos]:
-                                c = None
-                            elif c.dim() > 0:
-                                c = c.reshape(-1, 1, 1, 1)
-                            terms.append((m, j, c))
-                        pos += 1
-                plans[t].append(terms)
+            else:
+                plans[t] = [[(*divmod(j, k), c) for j, c in m.terms] for m in cell]
         return plans
 
     def forward(self, x: Tensor, arch: Mapping[str, Tensor]) -> Tensor:
@@ -266,5 +242,22 @@ class DartsSpace(SearchSpace):
                 arch[f"{t}_node{n}_op"] = nn.functional.one_hot(idx_op, len(self.ops)).float()
         return arch
 
-    def mode(self) -> Arch:
-        return {k: one_hot_argmax(v.detach()) for k, v in self.arch.items()}
+    def derived_network(self, genotype: DartsGenotype | None = None) -> DartsNetworkCIFAR:
+        """The evaluation network of ``genotype`` (default: the most probable) at the search's scale.
+
+        The supernet's channels, cells and stem, without the auxiliary head: what hardware costs
+        measure and summaries report. Its weights are fresh (the supernet's batch norms are not affine).
+        """
+        genotype = self.genotype() if genotype is None else genotype
+        genotype.check(self.nodes, self.ops)
+        net = DartsNetworkCIFAR(
+            genotype,
+            self.in_channels,
+            self.num_classes,
+            self.channels,
+            self.layers,
+            auxiliary=False,
+            stem_multiplier=self.stem_multiplier,
+            stem_stride=self.stem_stride,
+        )
+        return net.to(self.classifier.weight.device)

@@ -1,0 +1,69 @@
+"""CostMonitor: what runs beside the search for its hardware costs (calibration, refits, logs, report)."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from unas_lightning.files import run_dir, write_json_atomic
+
+REPORT_FILE = "costs.json"
+
+
+class CostMonitor(L.Callback):
+    """Drives every ``CostTerm`` of a ``SearchModule`` through the cost protocol (``costs/term.py``).
+
+    * Before the first training batch: each term not calibrated yet (a fresh run; a resumed one keeps
+      its surrogate) measures its calibration architectures and fits its surrogate g; the held-out
+      error is printed and logged (``cost/<name>/surrogate_mae``, ``cost/<name>/surrogate_mape``).
+    * After every phi-step: a term refits g when its ``refit_every_n_steps`` have passed.
+    * After every epoch: ``cost/<name>/mode``, the measured cost of the most probable architecture.
+    * At the end of training (before Lightning moves the model off its device, so a timing meter still
+      measures where the search ran): ``costs.json`` next to ``genotype.json`` (per term: the derived
+      architecture's measured and predicted cost, the meter, the penalty, the surrogate's error).
+
+    Measurements are collectives under DDP (rank 0 measures, every rank holds the values), so every rank
+    runs these hooks. ``SearchModule`` adds a ``CostMonitor`` to the trainer when it has costs.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for cost in pl_module.costs:
+            if bool(cost.ready):
+                continue
+            start = time.perf_counter()
+            line = cost.calibrate(dict(pl_module.space.arch))
+            rank_zero_info(f"{line} ({time.perf_counter() - start:.1f} s)")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not pl_module.searching:
+            return
+        for cost in pl_module.costs:
+            cost.refit_if_due(dict(pl_module.space.arch))
+            for stat in ("mae", "mape"):
+                value = cost.fit_metrics.get(f"test_{stat}")
+                if value is not None:
+                    pl_module.log(f"cost/{cost.name}/surrogate_{stat}", value, batch_size=1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        mode = pl_module.space.mode()
+        for cost in pl_module.costs:
+            pl_module.log(f"cost/{cost.name}/mode", cost.value(mode), batch_size=1)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not len(pl_module.costs):
+            return
+        mode = pl_module.space.mode()
+        reports = {cost.name: cost.report(mode) for cost in pl_module.costs}  # collectives under DDP
+        folder = run_dir(trainer)  # a collective under DDP
+        if not trainer.is_global_zero:
+            return
+        shape = pl_module.costs[0].example_shape
+        report = {
+            "genotype": pl_module.space.genotype().to_dict(),
+            "device": str(pl_module.device),
+            "input_shape": list(shape) if shape is not None else None,
+            "costs": reports,
+        }
+        write_json_atomic(folder / REPORT_FILE, report)

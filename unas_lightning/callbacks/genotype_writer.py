@@ -1,0 +1,56 @@
+"""GenotypeWriter: the search's result on disk, as ModelCheckpoint keeps its weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from unas_lightning.files import run_dir
+
+GENOTYPE_FILE = "genotype.json"
+HISTORY_FILE = "genotypes.jsonl"
+
+
+class GenotypeWriter(L.Callback):
+    """Writes the most probable genotype of a search into the run directory (rank 0 only).
+
+    After every training epoch: ``genotype.json`` (atomically replaced), one line appended to the
+    history ``genotypes.jsonl`` (epoch, step, genotype) and the genotype as TensorBoard text; at the
+    end of fit: ``genotype.json`` once more. The run directory is the logger's, else the trainer's
+    ``default_root_dir``. ``SearchModule`` adds one to the trainer when none is configured.
+
+    Args:
+        filename: the genotype file's name.
+        history: the history file's name (None: no history).
+    """
+
+    def __init__(self, filename: str = GENOTYPE_FILE, history: str | None = HISTORY_FILE):
+        super().__init__()
+        self.filename, self.history = filename, history
+        self.last_path: Path | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module, history=self.history is not None)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module, history=False)
+
+    def write(self, trainer, pl_module, history: bool) -> Path | None:
+        """Write the genotype (and a history line); returns the genotype's path on rank 0."""
+        genotype = pl_module.space.genotype()
+        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
+        if not trainer.is_global_zero:
+            return None
+        self.last_path = genotype.save(folder / self.filename)
+        if not history:
+            return self.last_path
+        entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "genotype": genotype.to_dict()}
+        with open(folder / self.history, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("genotype", f"```\n{genotype.to_json()}\n```", trainer.global_step)
+        return self.last_path

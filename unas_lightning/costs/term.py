@@ -1,0 +1,348 @@
+"""CostTerm: lambda * penalty(m(z)), a hardware cost in the phi-step (paper Sec. 3.2, "Latency loss").
+
+m is a :class:`~unas_lightning.costs.base.Meter`: measured latency, parameters, multiply-adds, or one
+of the user's own. The term optimizes the *measured* value through an unbiased black-box estimator
+(RELAX by default, with the fitted linear surrogate of Sec. 5 as its control variate: a poor fit costs
+variance, never bias). ``SearchModule(costs=[...])`` sums any number of terms; each draws its own
+architecture sample, independent of the accuracy term's (a sum of unbiased estimates is unbiased).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from unas_lightning.costs.base import Candidate, Meter
+from unas_lightning.costs.surrogate import fit_linear_surrogate
+from unas_lightning.distributions import Arch, ArchDistribution
+from unas_lightning.estimators import BlackBox, Estimator, Relax
+from unas_lightning.estimators.surrogates import LinearSurrogate
+from unas_lightning.spaces.base import SearchSpace
+
+Form = Literal["linear", "hinge"]
+
+
+class Penalty(nn.Module):
+    """penalty(m) relative to a reference r: ``"linear"`` m / r (the paper), ``"hinge"`` relu(m / r - 1)
+    (the official code: only a cost above the target counts). r is the target, else the mean cost of
+    the surrogate's calibration architectures."""
+
+    def __init__(self, form: Form = "linear", target: float | None = None):
+        super().__init__()
+        self.form = form
+        self.register_buffer("reference", torch.tensor(float(target) if target else 0.0))
+
+    def forward(self, value: Tensor) -> Tensor:
+        ratio = value / self.reference
+        return ratio if self.form == "linear" else torch.relu(ratio - 1.0)
+
+
+class PenalizedSurrogate(nn.Module):
+    """c(zeta) = penalty(g(zeta)): the fitted linear model g mapped through the term's penalty (RELAX's c)."""
+
+    def __init__(self, model: LinearSurrogate, penalty: Penalty):
+        super().__init__()
+        self.model, self.penalty = model, penalty
+
+    def forward(self, arch: Mapping[str, Tensor]) -> Tensor:
+        return self.penalty(self.model(arch))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a cost term is set up against (not owned by it, so not part of its state): the search space it
+    measures, the data's example shape, and the run's processes (a Lightning strategy, or None)."""
+
+    space: SearchSpace
+    example_shape: tuple[int, ...]
+    ranks: Any = None
+
+
+class CostTerm(nn.Module):
+    """lambda * penalty(m(z)) added to the phi-step, m measured by ``meter`` (see the module docstring).
+
+    Before the first phi-step it measures ``calibration_archs`` uniformly sampled architectures, fits the
+    linear surrogate g by ridge regression and reports its held-out error; at every phi-step it measures
+    the architecture its estimator samples (each distinct architecture once: a cache, saved in
+    checkpoints). Under DDP this is a collective: rank 0 measures every rank's sample and broadcasts,
+    so all ranks hold the same values (``CostMonitor`` drives calibration, refits and reports).
+
+    Logs per phi-step: ``cost/<name>/measured``, ``predicted`` (by g), ``abs_error``, ``penalty``, ``lambda``.
+
+    Args:
+        meter: what is measured (``MeasuredLatency``, ``ParameterCount``, ``MultiplyAdds``, your own).
+        weight: lambda (>= 0).
+        form: ``"linear"`` or ``"hinge"`` (see :class:`Penalty`).
+        target: the reference r in the meter's unit (> 0); required for ``"hinge"``.
+        warmup_epochs: ramp lambda linearly from 0 over this many search epochs (0: no ramp).
+        estimator: a black-box estimator (``estimators.BlackBox``); default ``Relax`` with g as c.
+        name: the term's name in logs and reports (default: the meter's ``name``).
+        calibration_archs: architectures measured before search to fit g (paper: 10,000).
+        holdout: fraction of them kept out of the fit to report its error.
+        alpha: ridge penalty of the fit.
+        refit_every_n_steps: refit g on everything measured so far every n phi-steps (0: never).
+        seed: seed of the calibration architectures (independent of the run seed).
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        weight: float = 0.1,
+        form: Form = "linear",
+        target: float | None = None,
+        warmup_epochs: int = 0,
+        estimator: Estimator | None = None,
+        name: str | None = None,
+        calibration_archs: int = 200,
+        holdout: float = 0.2,
+        alpha: float = 1e-3,
+        refit_every_n_steps: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not isinstance(meter, Meter):
+            raise TypeError(f"meter must be an unas_lightning.costs.Meter, got {type(meter).__name__}.")
+        self.meter = meter
+        self.name = name or meter.name
+        if not weight >= 0:
+            raise ValueError(f"cost {self.name!r}: weight (lambda) must be >= 0, got {weight}.")
+        if target is not None and not target > 0:
+            raise ValueError(
+                f"cost {self.name!r}: target must be > 0 ({meter.unit or 'the meter unit'}), got {target}."
+            )
+        if form not in ("linear", "hinge"):
+            raise ValueError(f"cost {self.name!r}: form must be 'linear' or 'hinge', got {form!r}.")
+        if form == "hinge" and target is None:
+            raise ValueError(f"cost {self.name!r}: the hinge penalty needs a target.")
+        if warmup_epochs < 0:
+            raise ValueError(f"cost {self.name!r}: warmup_epochs must be >= 0, got {warmup_epochs}.")
+        if calibration_archs < 5:
+            raise ValueError(f"cost {self.name!r}: calibration_archs must be >= 5 to fit and check g.")
+        if not 0 < holdout < 1:
+            raise ValueError(f"cost {self.name!r}: holdout must lie in (0, 1), got {holdout}.")
+        self.weight, self.target, self.warmup_epochs = float(weight), target, warmup_epochs
+        self.calibration_archs, self.holdout, self.alpha = calibration_archs, holdout, alpha
+        self.refit_every_n_steps, self.seed = refit_every_n_steps, seed
+        self.penalty = Penalty(form, target)
+        self.model = LinearSurrogate()  # g, fitted by ridge regression, never by gradients
+        default = (
+            Relax(surrogate=PenalizedSurrogate(self.model, self.penalty), fit="none") if estimator is None else None
+        )
+        self.estimator = estimator if estimator is not None else default
+        if not isinstance(self.estimator, BlackBox):
+            raise ValueError(
+                f"{type(self.estimator).__name__} differentiates the loss, but a measured cost is a black box: "
+                f"use Relax, Reinforce or IndeCateR for the cost {self.name!r}."
+            )
+        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+        self.cache: dict[str, float] = {}
+        self.measured: list[tuple[dict[str, list[int]], float]] = []  # (architecture as indices, value)
+        self.fit_metrics: dict[str, float] = {}
+        self.phi_steps = 0
+        self.binding: Binding | None = None  # set by ``setup``
+
+    # -- set-up --------------------------------------------------------------------------------------
+    def prepare(self, logits: Mapping[str, Tensor]) -> None:
+        """Shape g and the estimator's state like the architecture (before optimizers and checkpoints)."""
+        self.model.materialize(logits)
+        self.model.requires_grad_(False)
+        self.estimator.prepare(logits)
+
+    def setup(self, space: SearchSpace, example_shape: tuple[int, ...], ranks=None) -> None:
+        """Bind the term to the space it measures, the data's example shape and the processes of the run.
+
+        ``ranks`` is the run's Lightning strategy (``world_size``, ``global_rank``, ``is_global_zero``,
+        ``all_gather``, ``broadcast``); None for a single process.
+        """
+        self.binding = Binding(space, tuple(example_shape), ranks)
+
+    @property
+    def example_shape(self) -> tuple[int, ...] | None:
+        return self.binding.example_shape if self.binding is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.penalty.reference.device
+
+    def weight_at(self, search_epoch: int) -> float:
+        """lambda after ``search_epoch`` completed search epochs (linear ramp)."""
+        if self.warmup_epochs == 0:
+            return self.weight
+        return self.weight * min(1.0, (search_epoch + 1) / self.warmup_epochs)
+
+    # -- measured values -----------------------------------------------------------------------------
+    @staticmethod
+    def key(arch: Mapping[str, Tensor]) -> str:
+        return json.dumps({k: v.detach().argmax(-1).tolist() for k, v in arch.items()}, sort_keys=True)
+
+    def _measure(self, arch: Arch) -> float:
+        """The meter's value of one architecture on this process (no cache, no collectives)."""
+        if self.binding is None:
+            raise RuntimeError(f"cost {self.name!r} is not set up: SearchModule.setup binds it to the space.")
+        space = self.binding.space
+        return float(self.meter.measure(Candidate(space.genotype(arch), space, self.example_shape, self.device)))
+
+    def _remember(self, key: str, value: float) -> None:
+        self.cache[key] = value
+        self.measured.append((json.loads(key), value))
+
+    @property
+    def _ranks(self):
+        return self.binding.ranks if self.binding is not None else None
+
+    def _many_ranks(self) -> bool:
+        return self._ranks is not None and self._ranks.world_size > 1
+
+    def value(self, arch: Arch) -> float:
+        """The measured cost of the one-hot ``arch``; cached per architecture.
+
+        Under DDP a collective: every rank calls it as often as the others (each with its own sample),
+        rank 0 measures the architectures no rank has cached and broadcasts the values.
+        """
+        if not self._many_ranks():
+            key = self.key(arch)
+            if key not in self.cache:
+                self._remember(key, self._measure(arch))
+            return self.cache[key]
+        ranks = self._ranks
+        flat = torch.cat([arch[k].detach().argmax(-1).flatten() for k in sorted(arch)])
+        rows = ranks.all_gather(flat).reshape(ranks.world_size, -1).cpu()
+        archs = [_unflatten(row, arch) for row in rows]
+        self._measure_missing(archs)
+        return self.cache[self.key(archs[ranks.global_rank])]
+
+    def _measure_missing(self, archs: list[Arch]) -> None:
+        """Measure (rank 0) the architectures not cached yet and share the values with every rank."""
+        keys = [self.key(a) for a in archs]
+        new = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        main = self._ranks is None or self._ranks.is_global_zero
+        values = [self._measure(archs[keys.index(k)]) for k in new] if main else []
+        if self._many_ranks():
+            values = self._ranks.broadcast(values, src=0)
+        for key, value in zip(new, values, strict=True):
+            self._remember(key, value)
+
+    def predicted(self, arch: Arch) -> float:
+        """g(arch), the fitted linear model's value."""
+        with torch.no_grad():
+            return float(self.model(arch))
+
+    # -- the surrogate g -----------------------------------------------------------------------------
+    def calibrate(self, logits: Mapping[str, Tensor]) -> str:
+        """Measure ``calibration_archs`` uniform samples of the space (``logits``' shapes) and fit g.
+
+        A collective under DDP (rank 0 measures). Returns a line to print.
+        """
+        uniform = {k: torch.zeros_like(v) for k, v in logits.items()}
+        gen = torch.Generator(device=self.device).manual_seed(self.seed)
+        archs = [ArchDistribution(uniform).sample(generator=gen) for _ in range(self.calibration_archs)]
+        self._measure_missing(archs)
+        self.fit(archs, [self.cache[self.key(a)] for a in archs])
+        m = self.fit_metrics
+        unit = self.meter.unit
+        return (
+            f"cost {self.name!r}: {len(archs)} architectures measured; surrogate held-out MAE "
+            f"{m['test_mae']:.4g} {unit}, MAPE {m['test_mape']:.2f}%"
+        )
+
+    def fit(self, archs: list[Arch], values: list[float]) -> None:
+        """Fit g to measured values; the reference defaults to their mean."""
+        result = fit_linear_surrogate(archs, values, holdout=self.holdout, alpha=self.alpha, seed=self.seed)
+        with torch.no_grad():
+            self.model.materialize({k: w for k, w in result.surrogate.weight.items()})
+            self.model.requires_grad_(False)
+            for k, w in result.surrogate.weight.items():
+                self.model.weight[k].copy_(w)
+            self.model.bias.copy_(result.surrogate.bias)
+            if self.target is None:
+                self.penalty.reference.fill_(statistics.fmean(values))
+            self.ready.fill_(True)
+        self.fit_metrics = result.as_dict()
+
+    def refit_if_due(self, template: Mapping[str, Tensor]) -> bool:
+        """Refit g on every value measured so far when ``refit_every_n_steps`` phi-steps have passed."""
+        n = self.refit_every_n_steps
+        if not n or self.phi_steps % n or len(self.measured) < 5:
+            return False
+        archs = [_one_hot(idx, template) for idx, _ in self.measured]
+        self.fit(archs, [v for _, v in self.measured])
+        return True
+
+    # -- the phi-step --------------------------------------------------------------------------------
+    def phi_loss(self, logits: Mapping[str, Tensor], search_epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """lambda * the estimator's surrogate of E[penalty(m(z))], and what to log (means over its samples)."""
+        observed: list[tuple[float, float]] = []
+
+        def loss_fn(arch: Arch) -> Tensor:
+            value = self.value(arch)
+            observed.append((value, self.predicted(arch)))
+            return self.penalty(torch.tensor(value, device=self.device))
+
+        out = self.estimator.surrogate(logits, loss_fn)
+        self.phi_steps += 1
+        lam = self.weight_at(search_epoch)
+        measured = statistics.fmean(v for v, _ in observed)
+        predicted = statistics.fmean(p for _, p in observed)
+        prefix = f"cost/{self.name}"
+        logs = {
+            f"{prefix}/measured": torch.tensor(measured),
+            f"{prefix}/predicted": torch.tensor(predicted),
+            f"{prefix}/abs_error": torch.tensor(statistics.fmean(abs(v - p) for v, p in observed)),
+            f"{prefix}/penalty": out.value.detach(),
+            f"{prefix}/lambda": torch.tensor(lam),
+        }
+        return lam * out.loss, logs
+
+    # -- reports and checkpoints -----------------------------------------------------------------------
+    def report(self, arch: Arch) -> dict[str, Any]:
+        """The measured and predicted cost of ``arch`` with the term's settings (a collective under DDP)."""
+        return {
+            "measured": self.value(arch),
+            "predicted": self.predicted(arch),
+            "unit": self.meter.unit,
+            "meter": {"class": type(self.meter).__name__, **self.meter.settings()},
+            "weight": self.weight,
+            "form": self.penalty.form,
+            "target": self.target,
+            "reference": float(self.penalty.reference),
+            "surrogate": self.fit_metrics,
+            "architectures_measured": len(self.cache),
+        }
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "cache": dict(self.cache),
+            "measured": list(self.measured),
+            "fit_metrics": dict(self.fit_metrics),
+            "phi_steps": self.phi_steps,
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.cache = dict(state.get("cache", {}))
+        self.measured = [(dict(a), float(v)) for a, v in state.get("measured", [])]
+        self.fit_metrics = dict(state.get("fit_metrics", {}))
+        self.phi_steps = int(state.get("phi_steps", 0))
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, weight={self.weight}, form={self.penalty.form!r}, target={self.target}"
+
+
+def _one_hot(indices: Mapping[str, Any], template: Mapping[str, Tensor]) -> Arch:
+    """One-hot rows (dtype and device of ``template``) with the chosen ``indices`` per key."""
+    return {k: nn.functional.one_hot(torch.as_tensor(indices[k]), v.shape[-1]).to(v) for k, v in template.items()}
+
+
+def _unflatten(indices: Tensor, template: Mapping[str, Tensor]) -> Arch:
+    """The one-hot architecture of flat per-row ``indices`` (sorted keys), shaped like ``template``."""
+    by_key, start = {}, 0
+    for k in sorted(template):
+        shape = template[k].shape[:-1]
+        by_key[k] = indices[start : start + shape.numel()].reshape(shape)
+        start += shape.numel()
+    return _one_hot(by_key, template)

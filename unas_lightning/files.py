@@ -1,0 +1,37 @@
+"""Where a run writes its outputs, and writing them so that no reader ever sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """``data`` as indented JSON, written atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def run_dir(trainer) -> Path:
+    """The folder a run writes its outputs to: the logger's directory, else the trainer's root directory.
+
+    ``Trainer.log_dir`` broadcasts from rank 0, so under DDP every rank must call this.
+    """
+    return Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
