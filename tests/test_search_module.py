@@ -172,3 +172,14 @@ def test_nan_losses_never_reach_phi_and_a_streak_stops_the_search(tmp_path):
     with pytest.raises(FloatingPointError, match="2 phi-steps in a row"), pytest.warns(UserWarning):
         tiny_trainer(tmp_path, epochs=1).fit(stopping, datamodule=tiny_data())
     assert all(torch.equal(p, torch.zeros_like(p)) for p in stopping.space.arch_parameters())
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_ddp_without_unused_parameters_is_refused_with_the_flag_to_use(tmp_path):
+    """A step runs only the sampled operations: DDP must allow unused parameters (unas-cli maps 'ddp' to it)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce())
+    trainer = tiny_trainer(tmp_path, epochs=1, devices=1, strategy=DDPStrategy(find_unused_parameters=False))
+    with pytest.raises(ValueError, match="ddp_find_unused_parameters_true"):
+        trainer.fit(module, datamodule=tiny_data())

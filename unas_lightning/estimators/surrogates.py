@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from unas_lightning.distributions import examples_in
+
 
 class LinearSurrogate(nn.Module):
     """g(zeta) = sum_{k, rows, j} W_k[row, j] zeta_k[row, j] + b: one coefficient per choice (Sec. 5).
@@ -44,12 +46,9 @@ class LinearSurrogate(nn.Module):
         """g(arch): a scalar, or [B] when the rows carry a leading per-example dimension B."""
         if len(self.weight) < len(arch):
             self.materialize(arch)
-        total = self.bias
-        for k, v in arch.items():
-            w = self.weight[k]
-            lead = v.dim() - w.dim()
-            total = total + (w * v).reshape(*v.shape[:lead], -1).sum(-1)
-        return total
+        n = examples_in(arch, self.weight)
+        lead = () if n is None else (n,)
+        return self.bias + sum((self.weight[k] * v).reshape(*lead, -1).sum(-1) for k, v in arch.items())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         wp = prefix + "weight."
