@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from unas_lightning.cli import main
 from unas_lightning.costs import CostTerm, Latency, ParameterCount, fit_linear_surrogate, measure_latency
 from unas_lightning.distributions import ArchDistribution
 from unas_lightning.estimators import GumbelSoftmax, Relax
@@ -191,9 +192,9 @@ def _shrunk(overlay: Path, tmp_path: Path, num_archs: int) -> Path:
     return out
 
 
-def _quick_latency_search(tmp_path, num_archs: int, *extra: str, overlay: Path | None = None):
+def _quick_latency_args(tmp_path, num_archs: int, *extra: str, overlay: Path | None = None) -> list[str]:
     """``fit`` with the quick latency config (and an overlay of costs), tiny settings, writing into ``tmp_path``."""
-    from conftest import ROOT, run_cli
+    from conftest import ROOT
 
     costs = (
         ["--config", str(_shrunk(overlay, tmp_path, num_archs))]
@@ -215,7 +216,7 @@ def _quick_latency_search(tmp_path, num_archs: int, *extra: str, overlay: Path |
         "--data.init_args.max_train_examples", "256",
         *extra,
     ]  # fmt: skip
-    return run_cli(args)
+    return args
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
@@ -230,10 +231,11 @@ def test_latency_and_parameter_count_are_measured_and_summed_from_a_config(tmp_p
     from unas_lightning.genotypes import load_genotype
 
     overlay = ROOT / "configs/search/latency_and_params.yaml"
-    proc = _quick_latency_search(
-        tmp_path, 12, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1", overlay=overlay
+    main(
+        _quick_latency_args(
+            tmp_path, 12, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1", overlay=overlay
+        )
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     genotype = load_genotype(next(run.rglob("genotype.json")))
     assert genotype.space_name == "proxyless" and len(genotype.ops) == 21
@@ -258,15 +260,14 @@ def test_latency_and_parameter_count_are_measured_and_summed_from_a_config(tmp_p
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
-def test_a_cost_defined_outside_the_package_is_summed_next_to_measured_latency(tmp_path):
+def test_a_cost_defined_outside_the_package_is_summed_next_to_measured_latency(tmp_path, monkeypatch):
     """examples/custom_cost.py (ActivationMemory), chosen by class_path in examples/custom_cost.yaml."""
     import json
 
     from conftest import ROOT
 
-    overlay = ROOT / "examples/custom_cost.yaml"
-    proc = _quick_latency_search(tmp_path, 8, "--trainer.max_epochs", "2", overlay=overlay)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # as PYTHONPATH=examples does
+    main(_quick_latency_args(tmp_path, 8, "--trainer.max_epochs", "2", overlay=ROOT / "examples/custom_cost.yaml"))
     run = tmp_path / "run"
     assert "custom_cost.ActivationMemory" in next(run.rglob("config.yaml")).read_text()
     costs = json.loads(next(run.rglob("costs.json")).read_text())["costs"]
@@ -282,14 +283,16 @@ def test_ddp_two_processes_with_rebar_gen_and_latency_keep_phi_identical(tmp_pat
     import json
 
     probe = json.dumps({"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / "probe")}})
-    proc = _quick_latency_search(
+    from conftest import run_cli
+
+    proc = run_cli(_quick_latency_args(
         tmp_path, 10,
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "2",
         "--trainer.strategy", "ddp",
         "--trainer.max_epochs", "3",
         f"--trainer.callbacks+={probe}",
-    )  # fmt: skip
+    ))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for epoch in range(3):
         phi0 = torch.load(tmp_path / "probe" / f"phi_rank0_epoch{epoch}.pt", weights_only=True)
@@ -305,3 +308,31 @@ def test_ddp_two_processes_with_rebar_gen_and_latency_keep_phi_identical(tmp_pat
     assert any(v.abs().sum() > 0 for v in final.values()), "phi never moved"
     latency = json.loads(next((tmp_path / "run").rglob("costs.json")).read_text())["costs"]["latency"]
     assert latency["measured"] > 0 and latency["surrogate"]["n_train"] + latency["surrogate"]["n_test"] == 10
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_costs_work_from_python_and_bring_their_monitor(tmp_path):
+    """As a library: SearchModule(costs=[...]) adds the CostMonitor (and the GenotypeWriter) itself."""
+    import json
+
+    from conftest import tiny_data, tiny_trainer
+
+    from unas_lightning import SearchModule
+    from unas_lightning.callbacks import CostMonitor, GenotypeWriter
+    from unas_lightning.costs import MultiplyAdds
+    from unas_lightning.estimators import Reinforce
+    from unas_lightning.spaces import DartsSpace
+
+    torch.manual_seed(0)
+    costs = [
+        CostTerm(ParameterCount(), calibration_archs=10),
+        CostTerm(MultiplyAdds(), weight=0.2, calibration_archs=10),
+    ]
+    module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce(), costs=costs)
+    trainer = tiny_trainer(tmp_path, epochs=1)
+    trainer.fit(module, datamodule=tiny_data())
+    kinds = [type(cb) for cb in trainer.callbacks]
+    assert kinds.count(CostMonitor) == 1 and kinds.count(GenotypeWriter) == 1
+    report = json.loads((tmp_path / "costs.json").read_text())
+    assert set(report["costs"]) == {"params", "madds"} and report["costs"]["madds"]["unit"] == "M"
+    assert all(c.phi_steps == 3 and len(c.cache) >= 10 for c in costs)
