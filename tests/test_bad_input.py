@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import ROOT, run_cli, tiny_args
+from conftest import ROOT, run_cli_here, tiny_args
 
 from unas_lightning.genotypes import load_genotype
 
@@ -17,8 +17,8 @@ COST = json.dumps(
 TEMPERATURE = "temperature must be a number > 0"
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return run_cli(args, timeout=300)
+def _run(args: list[str], capsys) -> subprocess.CompletedProcess:
+    return run_cli_here(args, capsys)
 
 
 def _assert_stopped_cleanly(proc: subprocess.CompletedProcess, message: str, out_dir) -> None:
@@ -63,9 +63,9 @@ SEARCH_ERRORS = {
 
 
 @pytest.mark.parametrize("case", sorted(SEARCH_ERRORS))
-def test_bad_search_input_stops_early_with_a_message(tmp_path, case):
+def test_bad_search_input_stops_early_with_a_message(tmp_path, case, capsys):
     extra, message = SEARCH_ERRORS[case]
-    _assert_stopped_cleanly(_run(tiny_args(tmp_path / "run", *extra)), message, tmp_path / "run")
+    _assert_stopped_cleanly(_run(tiny_args(tmp_path / "run", *extra), capsys), message, tmp_path / "run")
 
 
 def test_missing_fashion_mnist_says_how_to_install_it(tmp_path):
@@ -101,29 +101,29 @@ def _bad_genotypes(tmp_path) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("case", ["unknown op", "input out of range", "ProxylessNAS genotype in a DARTS network"])
-def test_genotype_that_does_not_fit_the_space_stops_early(tmp_path, case):
+def test_genotype_that_does_not_fit_the_space_stops_early(tmp_path, case, capsys):
     path, message = _bad_genotypes(tmp_path)[case]
     run = tmp_path / "run"
     args = [
         "fit", "--config", QUICK_RETRAIN, "--model.init_args.genotype", path, "--model.init_args.network", "cifar",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
     ]  # fmt: skip
-    _assert_stopped_cleanly(_run(args), message, run)
+    _assert_stopped_cleanly(_run(args, capsys), message, run)
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
-def test_checkpoint_from_another_search_space_is_refused_before_anything_is_written(tmp_path):
+def test_checkpoint_from_another_search_space_is_refused_before_anything_is_written(tmp_path, capsys):
     other = tmp_path / "other"  # a real search over a smaller space (2 nodes per cell) writes the checkpoint
-    done = _run(tiny_args(other, "--model.init_args.space.init_args.nodes", "2", "--trainer.max_epochs", "1"))
+    done = _run(tiny_args(other, "--model.init_args.space.init_args.nodes", "2", "--trainer.max_epochs", "1"), capsys)
     assert done.returncode == 0, done.stderr[-2000:]
     ckpt = next(other.rglob("last.ckpt"))
     run = tmp_path / "run"
-    proc = _run(tiny_args(run, "--ckpt_path", str(ckpt)))  # the quickstart space: 4 nodes per cell
+    proc = _run(tiny_args(run, "--ckpt_path", str(ckpt)), capsys)  # the quickstart space: 4 nodes per cell
     _assert_stopped_cleanly(proc, "does not fit this model", run)
     assert "it was written by a DartsSpace search" in proc.stderr and "This run is a DartsSpace search" in proc.stderr
 
 
-def test_missing_checkpoint_file_is_reported(tmp_path):
+def test_missing_checkpoint_file_is_reported(tmp_path, capsys):
     run = tmp_path / "run"
-    proc = _run(tiny_args(run, "--ckpt_path", str(tmp_path / "nope.ckpt")))
+    proc = _run(tiny_args(run, "--ckpt_path", str(tmp_path / "nope.ckpt")), capsys)
     _assert_stopped_cleanly(proc, "nope.ckpt not found", run)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, subprocess_env, tiny_args, unas_cli
+from conftest import ROOT, run_cli_here, subprocess_env, tiny_args, unas_cli
 
 from unas_lightning.cli import main
 from unas_lightning.spaces import DartsGenotype, DartsSpace
@@ -134,17 +134,17 @@ GPU_CONFIGS = {
 
 
 @pytest.mark.parametrize("config", sorted(GPU_CONFIGS))
-def test_paper_config_parses_and_stops_early_without_its_data_set(tmp_path, config):
+def test_paper_config_parses_and_stops_early_without_its_data_set(tmp_path, config, capsys):
     """Every paper-settings config is complete; without its data set it stops before any work, saying how."""
     args = [
-        *unas_cli(), "fit", "--config", str(ROOT / "configs" / config),
+        "fit", "--config", str(ROOT / "configs" / config),
         "--trainer.accelerator", "cpu",
         "--trainer.precision", "32-true",
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--data.init_args.root", str(tmp_path / "no_data"),
     ]  # fmt: skip
-    proc = subprocess.run(args, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = run_cli_here(args, capsys)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert GPU_CONFIGS[config] in proc.stderr, proc.stderr[-2000:]
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a run without data left files behind"
