@@ -355,3 +355,16 @@ def test_a_nan_loss_does_not_corrupt_the_self_tuned_state(tune_temperature):
     assert all(torch.isfinite(v).all() for v in after.values())
     est.surrogate(logits, loss_fn)  # and it goes on tuning
     assert not torch.equal(est.eta.detach(), before["eta"])
+
+
+@pytest.mark.parametrize("tune_temperature", [False, True], ids=["closed-form", "variance-objective"])
+def test_self_tuning_works_with_float64_logits(tune_temperature):
+    """The tuned state (float32) follows gradients computed from float64 logits (a dtype error before)."""
+    logits, loss_fn = toy_problem()
+    leaves = {k: v.double().requires_grad_(True) for k, v in logits.items()}
+    est = Rebar(self_tuning=True, tune_temperature=tune_temperature, tune_lr=0.05)
+    torch.manual_seed(5)
+    for _ in range(3):
+        est.surrogate(leaves, lambda arch: loss_fn({k: v.float() for k, v in arch.items()}).double()).loss.backward()
+    assert all(v.grad.dtype == torch.float64 and torch.isfinite(v.grad).all() for v in leaves.values())
+    assert est.eta.dtype == torch.float32 and float(est.eta.detach()) != 1.0

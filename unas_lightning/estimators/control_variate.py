@@ -180,7 +180,7 @@ class ControlVariateEstimator(Estimator):
             return
         opt.zero_grad(set_to_none=True)
         for name, p in named.items():
-            p.grad = None if grads[name] is None else grads[name].detach()
+            p.grad = None if grads[name] is None else grads[name].detach().to(p.dtype)  # e.g. float64 logits
         opt.step()
         opt.zero_grad(set_to_none=True)
 
