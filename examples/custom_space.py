@@ -160,6 +160,7 @@ class ChainSpace(SearchSpace):
         return ChainGenotype(ops=ops, width=self.width)
 
     def arch_of(self, genotype: ChainGenotype) -> dict[str, Tensor]:
+        self.check_genotype(genotype)
         if len(genotype.ops) != len(self.layers) or genotype.width != self.width:
             raise ValueError(
                 f"a chain genotype of {len(genotype.ops)} layers x {genotype.width} channels does not fit this "

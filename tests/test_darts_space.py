@@ -1,4 +1,4 @@
-"""The factorized DARTS supernet: Contract 1 layout, shapes, sparse execution and genotypes."""
+"""The factorized DARTS supernet: docs/contracts.md, section 1, layout, shapes, sparse execution and genotypes."""
 
 from __future__ import annotations
 

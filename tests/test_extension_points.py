@@ -87,7 +87,7 @@ def test_nothing_dispatches_on_a_concrete_space_or_genotype_outside_its_own_pack
             if cls.__module__.startswith("unas_lightning.spaces."):
                 concrete[cls.__name__] = cls.__module__.rsplit(".", 1)[0]  # its package
     assert {"DartsSpace", "ProxylessSpace", "DartsGenotype", "ProxylessGenotype"} <= set(concrete), concrete
-    assert spaces.registered_spaces()[:2] == ["darts", "proxyless"]
+    assert {"darts", "proxyless"} <= set(spaces.registered_spaces())
     problems = []
     for name, path in _modules().items():
         text = path.read_text()

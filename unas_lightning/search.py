@@ -24,6 +24,9 @@ from unas_lightning.spaces.base import SearchSpace
 from unas_lightning.step_objective import StepObjective
 from unas_lightning.w_step import WStepArch, resolve_w_step_arch
 
+#: constructor arguments that are objects, not hyperparameters to log
+OBJECTS = ["space", "estimator", "costs", "w_step_arch", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
+
 
 class SearchModule(L.LightningModule):
     """UNAS architecture search: alternating manual steps on phi (Eq. 6/8) and w (Eq. 7).
@@ -121,8 +124,7 @@ class SearchModule(L.LightningModule):
         self.w_scheduler, self.phi_scheduler = w_scheduler, phi_scheduler
         self.w_grad_clip = w_grad_clip
         self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
-        objects = ["space", "estimator", "costs", "w_step_arch", "w_optimizer", "phi_optimizer", "w_scheduler"]
-        self.save_hyperparameters(ignore=[*objects, "phi_scheduler"])
+        self.save_hyperparameters(ignore=OBJECTS)
         # the run seed behind every step's draws; -1 until setup, then from the checkpoint when resuming
         self.register_buffer("run_seed", torch.tensor(-1, dtype=torch.int64))
         self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -30,7 +29,6 @@ class GenotypeWriter(L.Callback):
     def __init__(self, filename: str = GENOTYPE_FILE, history: str | None = HISTORY_FILE):
         super().__init__()
         self.filename, self.history = filename, history
-        self.last_path: Path | None = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module, history=self.history is not None)
@@ -38,19 +36,18 @@ class GenotypeWriter(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module, history=False)
 
-    def write(self, trainer, pl_module, history: bool) -> Path | None:
-        """Write the genotype (and a history line); returns the genotype's path on rank 0."""
+    def write(self, trainer, pl_module, history: bool) -> None:
+        """Write the genotype (and a history line), on rank 0."""
         genotype = pl_module.space.genotype()
         folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
         if not trainer.is_global_zero:
-            return None
-        self.last_path = genotype.save(folder / self.filename)
+            return
+        genotype.save(folder / self.filename)
         if not history:
-            return self.last_path
+            return
         entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "genotype": genotype.to_dict()}
         with open(folder / self.history, "a") as f:
             f.write(json.dumps(entry) + "\n")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("genotype", f"```\n{genotype.to_json()}\n```", trainer.global_step)
-        return self.last_path

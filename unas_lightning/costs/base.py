@@ -64,13 +64,10 @@ class Meter(ABC):
     Class attributes:
         name: the default name of a cost built on this meter (logs: ``cost/<name>/...``).
         unit: the unit of the measured number, for logs and reports.
-        exact: True when the number is a deterministic function of the architecture (a count, a table
-            entry), False for measurements that vary from run to run (timings).
     """
 
     name: ClassVar[str] = "cost"
     unit: ClassVar[str] = ""
-    exact: ClassVar[bool] = True
 
     @abstractmethod
     def measure(self, candidate: Candidate) -> float:

@@ -182,7 +182,7 @@ class MeasuredLatency(Meter):
         True
     """
 
-    name, unit, exact = "latency", "ms", False
+    name, unit = "latency", "ms"
 
     def __init__(
         self,

@@ -131,18 +131,18 @@ class CostTerm(nn.Module):
         self.refit_every_n_steps, self.seed = refit_every_n_steps, seed
         self.penalty = Penalty(form, target)
         self.model = LinearSurrogate()  # g, fitted by ridge regression, never by gradients
-        default = (
-            Relax(surrogate=PenalizedSurrogate(self.model, self.penalty), fit="none") if estimator is None else None
-        )
-        self.estimator = estimator if estimator is not None else default
+        if estimator is None:
+            estimator = Relax(surrogate=PenalizedSurrogate(self.model, self.penalty), fit="none")
+        if not isinstance(estimator, Estimator):
+            raise TypeError(f"cost {self.name!r}: estimator must be an Estimator, got {type(estimator).__name__}.")
+        self.estimator = estimator
         if not isinstance(self.estimator, BlackBox):
             raise ValueError(
                 f"{type(self.estimator).__name__} differentiates the loss, but a measured cost is a black box: "
                 f"use Relax, Reinforce or IndeCateR for the cost {self.name!r}."
             )
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
-        self.cache: dict[str, float] = {}
-        self.measured: list[tuple[dict[str, list[int]], float]] = []  # (architecture as indices, value)
+        self.cache: dict[str, float] = {}  # architecture (its chosen indices as JSON) -> measured value
         self.fit_metrics: dict[str, float] = {}
         self.phi_steps = 0
         self.binding: Binding | None = None  # set by ``setup``
@@ -188,10 +188,6 @@ class CostTerm(nn.Module):
         space = self.binding.space
         return float(self.meter.measure(Candidate(space.genotype(arch), space, self.example_shape, self.device)))
 
-    def _remember(self, key: str, value: float) -> None:
-        self.cache[key] = value
-        self.measured.append((json.loads(key), value))
-
     @property
     def _ranks(self):
         return self.binding.ranks if self.binding is not None else None
@@ -208,7 +204,7 @@ class CostTerm(nn.Module):
         if not self._many_ranks():
             key = self.key(arch)
             if key not in self.cache:
-                self._remember(key, self._measure(arch))
+                self.cache[key] = self._measure(arch)
             return self.cache[key]
         ranks = self._ranks
         flat = torch.cat([arch[k].detach().argmax(-1).flatten() for k in sorted(arch)])
@@ -225,8 +221,7 @@ class CostTerm(nn.Module):
         values = [self._measure(archs[keys.index(k)]) for k in new] if main else []
         if self._many_ranks():
             values = self._ranks.broadcast(values, src=0)
-        for key, value in zip(new, values, strict=True):
-            self._remember(key, value)
+        self.cache.update(zip(new, values, strict=True))
 
     def predicted(self, arch: Arch) -> float:
         """g(arch), the fitted linear model's value."""
@@ -243,7 +238,11 @@ class CostTerm(nn.Module):
         gen = torch.Generator(device=self.device).manual_seed(self.seed)
         archs = [ArchDistribution(uniform).sample(generator=gen) for _ in range(self.calibration_archs)]
         self._measure_missing(archs)
-        self.fit(archs, [self.cache[self.key(a)] for a in archs])
+        values = [self.cache[self.key(a)] for a in archs]
+        self.fit(archs, values)
+        if self.target is None:
+            self.penalty.reference.fill_(statistics.fmean(values))
+        self.ready.fill_(True)
         m = self.fit_metrics
         unit = self.meter.unit
         return (
@@ -252,26 +251,20 @@ class CostTerm(nn.Module):
         )
 
     def fit(self, archs: list[Arch], values: list[float]) -> None:
-        """Fit g to measured values; the reference defaults to their mean."""
+        """Fit g to measured values (the penalty's reference stays what calibration set)."""
         result = fit_linear_surrogate(archs, values, holdout=self.holdout, alpha=self.alpha, seed=self.seed)
         with torch.no_grad():
-            self.model.materialize({k: w for k, w in result.surrogate.weight.items()})
-            self.model.requires_grad_(False)
             for k, w in result.surrogate.weight.items():
                 self.model.weight[k].copy_(w)
             self.model.bias.copy_(result.surrogate.bias)
-            if self.target is None:
-                self.penalty.reference.fill_(statistics.fmean(values))
-            self.ready.fill_(True)
         self.fit_metrics = result.as_dict()
 
     def refit_if_due(self, template: Mapping[str, Tensor]) -> bool:
         """Refit g on every value measured so far when ``refit_every_n_steps`` phi-steps have passed."""
         n = self.refit_every_n_steps
-        if not n or self.phi_steps % n or len(self.measured) < 5:
+        if not n or self.phi_steps % n or len(self.cache) < 5:
             return False
-        archs = [_one_hot(idx, template) for idx, _ in self.measured]
-        self.fit(archs, [v for _, v in self.measured])
+        self.fit([_one_hot(json.loads(key), template) for key in self.cache], list(self.cache.values()))
         return True
 
     # -- the phi-step --------------------------------------------------------------------------------
@@ -316,16 +309,10 @@ class CostTerm(nn.Module):
         }
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {
-            "cache": dict(self.cache),
-            "measured": list(self.measured),
-            "fit_metrics": dict(self.fit_metrics),
-            "phi_steps": self.phi_steps,
-        }
+        return {"cache": dict(self.cache), "fit_metrics": dict(self.fit_metrics), "phi_steps": self.phi_steps}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.cache = dict(state.get("cache", {}))
-        self.measured = [(dict(a), float(v)) for a, v in state.get("measured", [])]
         self.fit_metrics = dict(state.get("fit_metrics", {}))
         self.phi_steps = int(state.get("phi_steps", 0))
 

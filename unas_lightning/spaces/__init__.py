@@ -6,7 +6,7 @@ A space is one package (supernet, ops, genotype, derived network, drawing) behin
 a space of one's own is a class in one's own module, chosen by ``class_path``.
 """
 
-from unas_lightning.spaces.base import GroupedForward, OneHotNetwork, SearchSpace
+from unas_lightning.spaces.base import GroupedForward, SearchSpace
 from unas_lightning.spaces.darts import DartsGenotype, DartsSpace, Node
 from unas_lightning.spaces.genotype import (
     Drawable,
@@ -26,7 +26,6 @@ __all__ = [
     "GroupedForward",
     "NetworkOptions",
     "Node",
-    "OneHotNetwork",
     "ProxylessBackbone",
     "ProxylessGenotype",
     "ProxylessNet",

@@ -11,8 +11,8 @@ categorical per row). It declares:
 * ``genotype(arch)`` (default: the most probable architecture) and ``arch_of(genotype)``, the one-hot
   architecture of a genotype, which raises ``ValueError`` naming what does not fit;
 * ``derived_network(genotype)``: the stand-alone network of a genotype at the search's scale, what
-  hardware costs are measured on and summaries report (default: the supernet run at the genotype's
-  one-hot architecture, which runs only the chosen operations);
+  hardware costs are measured on and summaries report (its parameters are the network's own: a
+  parameter count must not see the rest of the supernet);
 * ``category_names(key)``: the names of a logits tensor's K columns, for plots.
 
 Optional abilities are small interfaces a space inherits, not attributes probed at run time:
@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from unas_lightning.distributions import Arch, ArchDistribution, examples_in, one_hot_argmax
+from unas_lightning.distributions import Arch, ArchDistribution, examples_in
 from unas_lightning.spaces.genotype import Genotype
 
 
@@ -39,7 +39,8 @@ class SearchSpace(nn.Module, ABC):
     """A weight-sharing supernet together with its architecture logits phi (see the module docstring).
 
     Subclasses call ``super().__init__(in_channels, num_classes)``, create ``self.arch`` and set the
-    class attribute ``genotype_type`` to their :class:`~unas_lightning.spaces.genotype.Genotype` type.
+    class attribute ``genotype_type`` to their :class:`~unas_lightning.spaces.genotype.Genotype` type;
+    their ``arch_of`` and ``derived_network`` start with :meth:`check_genotype`.
 
     Args:
         in_channels: image channels the supernet reads.
@@ -69,10 +70,9 @@ class SearchSpace(nn.Module, ABC):
     def arch_of(self, genotype: Genotype) -> Arch:
         """The one-hot architecture of ``genotype``; ``ValueError`` naming what does not fit this space."""
 
+    @abstractmethod
     def derived_network(self, genotype: Genotype | None = None) -> nn.Module:
         """The stand-alone network of ``genotype`` (default: the most probable) at this space's scale."""
-        genotype = self.genotype() if genotype is None else genotype
-        return OneHotNetwork(self, self.arch_of(genotype))
 
     def category_names(self, key: str) -> list[str]:
         """Names of the K categories of the logits ``key`` (for plots); indices unless overridden."""
@@ -94,7 +94,15 @@ class SearchSpace(nn.Module, ABC):
 
     def mode(self) -> Arch:
         """The most probable architecture (one-hot, detached)."""
-        return {k: one_hot_argmax(v.detach()) for k, v in self.arch.items()}
+        return self.distribution().mode()
+
+    def check_genotype(self, genotype: Genotype) -> None:
+        """``ValueError`` when ``genotype`` belongs to another space than this one's ``genotype_type``."""
+        if not isinstance(genotype, self.genotype_type):
+            raise ValueError(
+                f"a {genotype.space_name!r}-space genotype does not fit a {type(self).__name__} "
+                f"(it takes {self.genotype_type.space_name!r}-space genotypes)."
+            )
 
     def examples_in(self, arch: Mapping[str, Tensor]) -> int | None:
         """B for per-example rows [B, ...], None for one shared architecture."""
@@ -115,17 +123,5 @@ class GroupedForward(ABC):  # noqa: B024 (an interface without methods: a declar
 
     Every batch norm of such a space keeps per-group statistics (``GroupedBatchNorm2d`` without running
     statistics), so the search objective concatenates several (architecture, batch) evaluations along
-    the batch and runs them as one pass (``objectives.StepObjective``).
+    the batch and runs them as one pass (``step_objective.StepObjective``).
     """
-
-
-class OneHotNetwork(nn.Module):
-    """A supernet run at one fixed one-hot architecture: the default derived network of a space."""
-
-    def __init__(self, space: SearchSpace, arch: Arch):
-        super().__init__()
-        self.space = space
-        self.arch = {k: v.to(next(space.parameters()).device) for k, v in arch.items()}
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.space(x, self.arch)

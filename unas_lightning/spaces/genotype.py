@@ -94,7 +94,8 @@ class Genotype(ABC):
         if name is None:
             return
         known = _REGISTRY.get(name)
-        if known is not None and _class_path(known) != _class_path(cls):
+        # the same class defined again (a reloaded module, a script also imported by name) replaces itself
+        if known is not None and known.__qualname__ != cls.__qualname__:
             raise ValueError(
                 f"two genotype types name the space {name!r}: {_class_path(known)} and {_class_path(cls)}."
             )
@@ -115,11 +116,16 @@ class Genotype(ABC):
         """The stand-alone network of this genotype, trained from scratch by ``RetrainModule``."""
 
     # -- JSON ----------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def header(self) -> dict[str, Any]:
+        """The fields that name the genotype's type: ``"space"``, and ``"type"`` outside this package."""
         head: dict[str, Any] = {"space": self.space_name}
-        if not type(self).__module__.startswith(f"{_PACKAGE}."):
+        module = type(self).__module__
+        if not module.startswith(f"{_PACKAGE}.") and module != "__main__":  # a script's classes cannot be imported
             head["type"] = _class_path(type(self))
-        return {**head, **self.encode()}
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.header(), **self.encode()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Genotype:
@@ -178,17 +184,21 @@ class SupportsDropPath(ABC):
 
 
 def genotype_type(space: str | None, type_path: str | None = None) -> type[Genotype]:
-    """The registered genotype type of ``space``; a ``type_path`` ("module.Class") is imported first if needed."""
-    if space not in _REGISTRY and type_path:
-        module, _, name = type_path.rpartition(".")
+    """The genotype type of ``space``: the class ``type_path`` ("module.Class") names, imported, when given
+    (it must belong to ``space``), else the type registered for ``space``."""
+    if not isinstance(space, str):
+        raise ValueError(f"a genotype's 'space' must be a space name such as 'darts', got {space!r}.")
+    if type_path:
+        module, _, name = str(type_path).rpartition(".")
         try:
             found = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError, ValueError) as err:
             raise ValueError(
                 f"genotype type {type_path!r} cannot be imported ({err}); is its folder on PYTHONPATH?"
             ) from None
-        if not (isinstance(found, type) and issubclass(found, Genotype)):
-            raise ValueError(f"{type_path} is not a Genotype type.")
+        if not (isinstance(found, type) and issubclass(found, Genotype)) or found.space_name != space:
+            raise ValueError(f"{type_path} is not a Genotype type of the {space!r} space.")
+        return found
     if space not in _REGISTRY:
         raise ValueError(f"genotype for an unknown space {space!r}; known spaces: {sorted(_REGISTRY)}.")
     return _REGISTRY[space]

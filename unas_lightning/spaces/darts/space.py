@@ -232,6 +232,7 @@ class DartsSpace(SearchSpace, GroupedForward):
 
     def arch_of(self, genotype: DartsGenotype) -> Arch:
         """One-hot architecture of a genotype; raises ``ValueError`` if it does not fit this space."""
+        self.check_genotype(genotype)
         genotype.check(self.nodes, self.ops)
         arch = {}
         for t in CELL_TYPES:
@@ -249,6 +250,7 @@ class DartsSpace(SearchSpace, GroupedForward):
         measure and summaries report. Its weights are fresh (the supernet's batch norms are not affine).
         """
         genotype = self.genotype() if genotype is None else genotype
+        self.check_genotype(genotype)
         genotype.check(self.nodes, self.ops)
         net = DartsNetworkCIFAR(
             genotype,

@@ -139,6 +139,7 @@ class ProxylessSpace(SearchSpace):
 
     def arch_of(self, genotype: ProxylessGenotype) -> Arch:
         """One-hot architecture of a genotype; raises ``ValueError`` if it does not fit this space."""
+        self.check_genotype(genotype)
         genotype.check(self.backbone)
         return {
             layer_key(i): nn.functional.one_hot(torch.tensor(c.index(op)), len(c)).float()
@@ -152,6 +153,7 @@ class ProxylessSpace(SearchSpace):
         computes with the one-hot architecture of the genotype (tested); else its weights are fresh.
         """
         genotype = genotype if genotype is not None else self.genotype()
+        self.check_genotype(genotype)
         genotype.check(self.backbone)
         net = ProxylessNet(genotype, self.in_channels, self.num_classes)
         if copy_weights:  # copies keep the supernet's memory format; values are identical
