@@ -55,8 +55,8 @@ def evaluations(est: Estimator, logits: dict[str, torch.Tensor]) -> int:
     k = getattr(est, "num_samples", 1)
     if isinstance(est, IndeCateR):
         return 1 + sum((v.shape[-1] - 1) * v[..., 0].numel() for v in logits.values())
-    if isinstance(est, Rebar):
-        return 3 * k
+    if isinstance(est, Rebar):  # L(z), then c at zeta and zeta~: one relaxed evaluation when coupled
+        return (2 if est.conditional == "coupled" else 3) * k
     return k
 
 
@@ -147,10 +147,12 @@ def partly_trained_supernet(args):
 
     from unas_lightning import FashionMNISTDataModule, SearchModule
     from unas_lightning.spaces import DartsSpace
+    from unas_lightning.w_step import RelaxedSample
 
     L.seed_everything(0, verbose=False)
     space = DartsSpace(in_channels=1, num_classes=10, channels=8, layers=3, stem_stride=2)
-    module = SearchModule(space, objective="gen", gen_lambda=0.5)
+    w_step = RelaxedSample(0.4) if args.b_w_step == "relaxed" else "discrete"
+    module = SearchModule(space, objective="gen", gen_lambda=0.5, w_step_arch=w_step)
     dm = FashionMNISTDataModule(batch_size=32, split="search")
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -163,11 +165,12 @@ def partly_trained_supernet(args):
         batches = iter(loader)
         for _ in range(args.b_train_steps):
             x, y = next(batches)[0]["train"]
-            loss = torch.nn.functional.cross_entropy(space(x, space.distribution().sample()), y)
+            loss = torch.nn.functional.cross_entropy(space(x, module.w_step_arch(space.arch)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        origin = f"w trained {args.b_train_steps} steps on uniformly sampled one-hot architectures, phi uniform"
+        kind = "one-hot" if args.b_w_step == "discrete" else "relaxed (zeta, tau 0.4)"
+        origin = f"w trained {args.b_train_steps} steps on uniformly sampled {kind} architectures, phi uniform"
     batch = next(iter(loader))[0]
     return module, batch, origin
 
@@ -181,8 +184,13 @@ def part_b(args) -> None:
         ("Reinforce, EMA baseline", Reinforce()),
         ("RLOO k=3", Reinforce(num_samples=3)),
         ("Rebar (paper: tau=0.4, eta=1)", Rebar()),
+        ("Rebar (paper), independent zeta~", Rebar(conditional="independent")),
         ("Rebar self-tuning eta, beta (closed form)", Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)),
         ("Rebar self-tuning eta, beta, tau", Rebar(self_tuning=True, tune_lr=0.05)),
+        (
+            "Rebar self-tuning eta, beta (closed form), independent zeta~",
+            Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="independent"),
+        ),
         ("GumbelSoftmax (biased)", GumbelSoftmax()),
     ]
     # SearchModule(cv_examples=m): the relaxed control variate on the first m examples of each batch
@@ -320,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--b-skip", nargs="*", default=[], help="(b) skip estimators whose name contains these")
     parser.add_argument("--b-warmup", type=int, default=100, help="(b) adaptation draws per estimator")
     parser.add_argument("--b-draws", type=int, default=32, help="(b) estimates per estimator")
+    parser.add_argument(
+        "--b-w-step", choices=["discrete", "relaxed"], default="discrete", help="(b) what w was trained on"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"`python benchmarks/estimator_variance.py {' '.join(argv if argv is not None else sys.argv[1:])}`")

@@ -12,7 +12,9 @@ Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a
   with its scale eta and baseline beta self-tuned in closed form (free; a sub-batch control variate
   needs a scale below 1, see the estimator benchmark (b) for the variance);
 * ``unas_paper``: the paper's setting: ``Rebar()`` (tau 0.4, eta 1) with the control variate on the
-  whole batch;
+  whole batch, zeta~ coupled to zeta (one relaxed evaluation for both terms, the default);
+* ``unas_paper_indep``: the same with an independent zeta~ (``Rebar(conditional="independent")``: two
+  relaxed evaluations);
 * ``unas_example``: the paper's setting with one architecture per example (the official code's
   CIFAR mode);
 * ``rloo``: the same objective with ``Reinforce(num_samples=3)`` (unbiased, one-hot evaluations only);
@@ -41,10 +43,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["unas", "unas_paper", "unas_example", "rloo", "darts1", "gumbel", "floor"]
+METHODS = ["unas", "unas_paper", "unas_paper_indep", "unas_example", "rloo", "darts1", "gumbel", "floor"]
 LABELS = {
     "unas": "UNAS: Rebar (self-tuning eta, beta) + L_gen, control variate on cv_examples",
     "unas_paper": "UNAS, paper setting: Rebar (tau 0.4, eta 1) + L_gen, whole-batch control variate",
+    "unas_paper_indep": "UNAS, paper setting, zeta~ independent of zeta (two relaxed evaluations)",
     "unas_example": "UNAS, paper setting, one architecture per example",
     "rloo": "UNAS objective with RLOO (Reinforce, k = 3) + L_gen",
     "darts1": "DARTS first order: Softmax on L_val, mixture w-step",
@@ -131,9 +134,10 @@ def _module(method: str, args):
     if method == "unas":  # a sub-batch control variate needs its scale eta tuned (closed form: free)
         est = Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)
         return SearchModule(space, est, objective="gen", cv_examples=args.cv_examples)
-    if method in ("unas_paper", "unas_example"):
+    if method in ("unas_paper", "unas_paper_indep", "unas_example"):
         arch_samples = "example" if method == "unas_example" else "batch"
-        return SearchModule(space, Rebar(), objective="gen", arch_samples=arch_samples)
+        est = Rebar(conditional="independent" if method == "unas_paper_indep" else "coupled")
+        return SearchModule(space, est, objective="gen", arch_samples=arch_samples)
     if method == "rloo":
         return SearchModule(space, Reinforce(num_samples=3), objective="gen")
     if method == "darts1":

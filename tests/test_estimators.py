@@ -9,6 +9,8 @@ coordinates); biased ones must be detected by a wide margin (|z| > 10 or a 10% d
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -82,9 +84,19 @@ def test_contract(cls):
         Rebar(),
         Rebar(temperature=1.0, eta=0.5),
         Rebar(num_samples=3),
+        Rebar(conditional="independent"),
         IndeCateR(),
     ],
-    ids=["reinforce", "reinforce-no-baseline", "rloo-4", "rebar", "rebar-tau1-eta0.5", "rebar-loo-3", "indecater"],
+    ids=[
+        "reinforce",
+        "reinforce-no-baseline",
+        "rloo-4",
+        "rebar",
+        "rebar-tau1-eta0.5",
+        "rebar-loo-3",
+        "rebar-independent",
+        "indecater",
+    ],
 )
 def test_unbiased_estimators_match_exact_gradient(est):
     torch.manual_seed(10)
@@ -297,11 +309,11 @@ def test_linear_parts_match_the_definition_and_its_gradients_in_eta_and_tau():
         eta, beta = torch.tensor(0.7, requires_grad=True), torch.tensor(0.2, requires_grad=True)
         log_tau = torch.tensor(0.4).log().requires_grad_(True)
         torch.manual_seed(18)
-        s = draw(leaves, loss, loss, k, log_tau.exp())
+        s = draw(leaves, loss, loss, k, log_tau.exp(), coupled=False)
         # the definition: [f_i - eta c~_i - b_i] d log p_i + eta (d c(zeta_i) - d c(zeta~_i)), averaged
         residual = s.f - eta * s.c_tilde
         coef = residual - (leave_one_out(residual) if k > 1 else beta)
-        reparam = torch.autograd.grad((s.c_zeta - s.c_tilde).sum(), phi, create_graph=True)
+        reparam = torch.autograd.grad(s.c_diff.sum(), phi, create_graph=True)  # c(zeta) - c(zeta~), two passes
         by_definition = [eta * r for r in reparam]
         for i in range(k):
             d_log_p = torch.autograd.grad(s.log_p[i].sum(), phi, retain_graph=True)
@@ -368,3 +380,58 @@ def test_self_tuning_works_with_float64_logits(tune_temperature):
         est.surrogate(leaves, lambda arch: loss_fn({k: v.float() for k, v in arch.items()}).double()).loss.backward()
     assert all(v.grad.dtype == torch.float64 and torch.isfinite(v.grad).all() for v in leaves.values())
     assert est.eta.dtype == torch.float32 and float(est.eta.detach()) != 1.0
+
+
+def test_coupled_control_variate_is_one_evaluation_with_both_gradients():
+    """The coupled zeta~ equals zeta in value; one evaluation of c at coupled_point gives c(zeta~) and the
+    phi-gradient of c(zeta) - c(zeta~) and the temperature-gradient of c(zeta~), as two evaluations do."""
+    from unas_lightning.distributions import ArchDistribution
+    from unas_lightning.estimators.cv_estimate import coupled_point
+
+    logits, loss_fn = toy_problem()
+    phi = {k: v.clone().requires_grad_(True) for k, v in logits.items()}
+    tau = torch.tensor(0.4, requires_grad=True)
+    torch.manual_seed(21)
+    dist = ArchDistribution(phi)
+    for _ in range(5):
+        s = dist.rsample(tau)
+        zeta_tilde = dist.coupled_conditional_rsample(s, tau)
+        assert all(torch.allclose(zeta_tilde[k], s.zeta[k]) for k in s.zeta)
+        at_zeta, at_tilde = loss_fn(s.zeta), loss_fn(zeta_tilde)
+        one = loss_fn(coupled_point(s, zeta_tilde, tau))
+        torch.testing.assert_close(one, at_tilde)
+        want = torch.autograd.grad(at_zeta - at_tilde, list(phi.values()), retain_graph=True)
+        got = torch.autograd.grad(one - one.detach(), list(phi.values()), retain_graph=True)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+        assert not torch.allclose(torch.cat([w.reshape(-1) for w in want]), torch.zeros(11)), "a trivial difference"
+        d_tau = torch.autograd.grad(one, tau, retain_graph=True)[0]
+        torch.testing.assert_close(d_tau, torch.autograd.grad(at_tilde, tau, retain_graph=True)[0])
+
+
+@pytest.mark.parametrize("conditional", ["coupled", "independent"])
+def test_relax_is_unbiased_with_either_conditional_sample(conditional):
+    torch.manual_seed(23)
+    logits, _ = toy_problem()
+    loss_fn = lookup_table_loss()
+    exact = exact_gradient(logits, loss_fn)
+    z = z_scores(sample_gradients(Relax(conditional=conditional), logits, loss_fn, n=4000), exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+
+
+def test_coupled_conditional_noise_is_exp1_given_the_sample():
+    """E' of the coupled draw is i.i.d. Exp(1) given z (memorylessness): per chosen category, its mean,
+    variance and P(E' > 1) = 1/e on 20,000 draws (tolerances: 5 standard errors)."""
+    from unas_lightning.distributions import ArchDistribution
+
+    torch.manual_seed(24)
+    dist = ArchDistribution({"a": torch.tensor([1.5, 0.0, -1.0, -3.0])})
+    draws = [dist.rsample(1.0) for _ in range(20000)]
+    noise = torch.stack([dist.coupled_noise(s)["a"].exp() for s in draws])  # [N, 4]
+    chosen = torch.stack([s.z["a"].argmax() for s in draws])
+    for k in range(3):  # categories drawn often enough
+        e = noise[chosen == k]
+        se = 1 / e.shape[0] ** 0.5
+        assert (e.mean(0) - 1).abs().max() < 5 * se, (k, e.mean(0))
+        assert (e.var(0) - 1).abs().max() < 5 * 2.9 * se, (k, e.var(0))
+        assert ((e > 1).float().mean(0) - math.exp(-1)).abs().max() < 5 * 0.49 * se

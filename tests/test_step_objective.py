@@ -75,3 +75,23 @@ def test_weights_are_held_constant():
     sum(values).backward()
     assert all(p.grad is None and p.requires_grad for p in space.weight_parameters())
     assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in phi.values())
+
+
+def test_gen_gap_per_example_pair_or_between_batch_means():
+    """With one shared architecture, L_gen's gap is |mean L_val - mean L_train| ("batch") or the mean of
+    |L_val,b - L_train,b| ("example", the official code); per-example architectures always pair examples."""
+    import torch.nn.functional as F
+
+    from unas_lightning.objectives import generalization_loss
+
+    space, batch, _, s, _ = _setup(False)
+    with torch.no_grad():
+        lt = F.cross_entropy(space(batch["train"][0], s.z), batch["train"][1], reduction="none")
+        lv = F.cross_entropy(space(batch["val"][0], s.z), batch["val"][1], reduction="none")
+        by_batch = StepObjective(space, batch, "gen", 0.5, examples=6)(s.z)
+        by_example = StepObjective(space, batch, "gen", 0.5, examples=6, gen_gap="example")(s.z)
+    torch.testing.assert_close(by_batch, generalization_loss(lt.mean(), lv.mean(), 0.5), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(by_example, generalization_loss(lt, lv, 0.5).mean(), rtol=1e-5, atol=1e-6)
+    assert by_example > by_batch  # |mean| <= mean |.|, strictly on random data
+    with pytest.raises(ValueError, match="gen_gap must be one of"):
+        StepObjective(space, batch, "gen", 0.5, examples=6, gen_gap="pairs")

@@ -15,7 +15,14 @@ same law as b given argmax b = z. For the chosen category k and fresh E_i ~ Exp(
     b~_k = -log E_k,      b~_i = -log(E_i / p_i + E_k)   (i != k)
 
 computed here in log space as b~_i = -logaddexp(log E_i - logp_i, log E_k), which never divides by a
-probability and stays finite for probabilities far below float32 resolution. The noise is drawn in
+probability and stays finite for probabilities far below float32 resolution.
+
+*Coupled* conditional samples reuse the race of the sample itself instead of fresh noise: with the
+sample's E and b, E'_k = E_k / p_k and E'_i = E_i - p_i E_k / p_k (i != k). By the memorylessness of
+exponential races these are again i.i.d. Exp(1) given argmax b = k, so zeta~ is an exact draw from
+r(zeta | z); and with them b~ = b in value: zeta~ equals zeta while its gradient follows the
+conditional path (the official UNAS code's common random numbers). A control variate c then needs
+one evaluation, at zeta, for both c(zeta) and c(zeta~) (``coupled_conditional_rsample``). The noise is drawn in
 float64 with ``Tensor.exponential_`` (no clamped uniforms, so rare categories keep their exact
 probability) and the scores are cast back to the logits' dtype.
 
@@ -69,11 +76,13 @@ class GumbelSample:
         z: one-hot discrete sample per key (no gradient).
         zeta: relaxed sample softmax(b / tau) per key (differentiable w.r.t. phi).
         b: the Gumbel-perturbed log-probabilities per key (differentiable w.r.t. phi).
+        log_e: the race's log Exp(1) noise per key, float64 (b = log p - log_e), for coupled conditionals.
     """
 
     z: Arch
     zeta: Arch
     b: Arch
+    log_e: Arch
 
 
 class ArchDistribution:
@@ -118,29 +127,47 @@ class ArchDistribution:
     def rsample(self, temperature: float | Tensor = 1.0, generator: torch.Generator | None = None) -> GumbelSample:
         """Draw z ~ p_phi together with its Gumbel-softmax relaxation zeta (same noise)."""
         tau = check_temperature(temperature)
-        z, zeta, b = {}, {}, {}
+        z, zeta, b, log_e = {}, {}, {}, {}
         for k, lp in self.log_probs.items():
-            noise = -torch.log(_exponential(lp, generator)).to(lp.dtype)
-            b[k] = lp + noise
+            log_e[k] = torch.log(_exponential(lp, generator))
+            b[k] = lp - log_e[k].to(lp.dtype)
             z[k] = one_hot_argmax(b[k].detach())
             zeta[k] = torch.softmax(b[k] / tau, dim=-1)
-        return GumbelSample(z=z, zeta=zeta, b=b)
+        return GumbelSample(z=z, zeta=zeta, b=b, log_e=log_e)
 
     def sample(self, generator: torch.Generator | None = None) -> Arch:
         """Draw a one-hot z ~ p_phi (no gradient)."""
         with torch.no_grad():
             return self.rsample(1.0, generator).z
 
-    def conditional_scores(self, z: Mapping[str, Tensor], generator: torch.Generator | None = None) -> Arch:
-        """Scores b~ ~ p(b | argmax b = z), reparameterized in phi (see the module docstring)."""
+    def conditional_scores(
+        self, z: Mapping[str, Tensor], generator: torch.Generator | None = None, log_e: Arch | None = None
+    ) -> Arch:
+        """Scores b~ ~ p(b | argmax b = z), reparameterized in phi (see the module docstring).
+
+        ``log_e``: the log Exp(1) noise to use (``coupled_noise``) instead of fresh draws.
+        """
         out = {}
         for k, lp in self.log_probs.items():
             hot = z[k].to(torch.bool)
-            log_e = torch.log(_exponential(lp, generator))
-            log_e_k = log_e.masked_fill(~hot, 0.0).sum(-1, keepdim=True)
+            noise = torch.log(_exponential(lp, generator)) if log_e is None else log_e[k]
+            log_e_k = noise.masked_fill(~hot, 0.0).sum(-1, keepdim=True)
             lp64 = lp.to(torch.float64)
-            others = -torch.logaddexp(log_e - lp64, log_e_k)
+            others = -torch.logaddexp(noise - lp64, log_e_k)
             out[k] = torch.where(hot, -log_e_k, others).to(lp.dtype)
+        return out
+
+    def coupled_noise(self, sample: GumbelSample) -> Arch:
+        """The race noise E' of ``sample`` given its z (module docstring): i.i.d. Exp(1), and b~ = b."""
+        out = {}
+        for k, lp in self.log_probs.items():
+            hot = sample.z[k].to(torch.bool)
+            lp64, log_e = lp.detach().to(torch.float64), sample.log_e[k]
+            b = lp64 - log_e
+            b_max = b.masked_fill(~hot, 0.0).sum(-1, keepdim=True)
+            # log(E_i - p_i E_k / p_k) = log E_i + log(1 - exp(b_i - b_k)), b_i < b_k (ties: measure zero)
+            others = log_e + torch.log(-torch.expm1((b - b_max).clamp(max=-_TINY)))
+            out[k] = torch.where(hot, log_e - lp64, others)
         return out
 
     def conditional_rsample(
@@ -149,6 +176,13 @@ class ArchDistribution:
         """zeta~ ~ r_phi(zeta | z): the relaxed sample conditioned on the discrete sample z."""
         tau = check_temperature(temperature)
         return {k: torch.softmax(b / tau, dim=-1) for k, b in self.conditional_scores(z, generator).items()}
+
+    def coupled_conditional_rsample(self, sample: GumbelSample, temperature: float | Tensor = 1.0) -> Arch:
+        """zeta~ ~ r_phi(zeta | z) from ``sample``'s own race: equal to ``sample.zeta`` in value (for the same
+        temperature), with the conditional path's gradient (module docstring)."""
+        tau = check_temperature(temperature)
+        scores = self.conditional_scores(sample.z, log_e=self.coupled_noise(sample))
+        return {k: torch.softmax(b / tau, dim=-1) for k, b in scores.items()}
 
 
 def one_hot_argmax(scores: Tensor) -> Tensor:

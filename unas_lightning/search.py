@@ -61,6 +61,9 @@ class SearchModule(L.LightningModule):
         estimator: gradient estimator for phi (default ``Rebar()``).
         objective: ``"gen"`` (L_gen, Eq. 8), ``"train"`` or ``"val"`` (Eq. 6).
         gen_lambda: lambda of L_gen (paper: 0.5).
+        gen_gap: with one architecture per step, L_gen's gap between the batch means (``"batch"``, Eq. 8
+            as printed) or per example pair (``"example"``, the official code); per-example
+            architectures always take it per example.
         warmup_epochs: epochs that train w only.
         arch_samples: ``"batch"`` (one architecture per step) or ``"example"`` (one per example).
         w_step_arch: the w-step's architecture (``w_step.py``): ``"discrete"`` (one-hot z ~ p_phi),
@@ -96,6 +99,7 @@ class SearchModule(L.LightningModule):
         estimator: Estimator | None = None,
         objective: Literal["train", "val", "gen"] = "gen",
         gen_lambda: float = 0.5,
+        gen_gap: Literal["batch", "example"] = "batch",
         warmup_epochs: int = 0,
         arch_samples: Literal["batch", "example"] = "batch",
         w_step_arch: WStepArch | Literal["discrete", "relaxed", "softmax"] = "discrete",
@@ -118,6 +122,7 @@ class SearchModule(L.LightningModule):
         for cost in self.costs:
             cost.prepare(dict(space.arch))
         self.objective, self.gen_lambda, self.cv_examples = objective, float(gen_lambda), cv_examples
+        self.gen_gap = objectives.check_gap(gen_gap)
         self.warmup_epochs, self.arch_samples = warmup_epochs, arch_samples
         self.w_step_arch = resolve_w_step_arch(w_step_arch)
         self.w_optimizer, self.phi_optimizer = w_optimizer, phi_optimizer
@@ -192,7 +197,14 @@ class SearchModule(L.LightningModule):
         """The search objective L(arch) on this step's batches, w held constant (an ``ArchLoss``)."""
         n = self.examples_per_step(batch)
         return StepObjective(
-            self.space, batch, self.objective, self.gen_lambda, n, self._weights, relaxed_examples=self.cv_examples
+            self.space,
+            batch,
+            self.objective,
+            self.gen_lambda,
+            n,
+            self._weights,
+            relaxed_examples=self.cv_examples,
+            gen_gap=self.gen_gap,
         )
 
     def phi_logits(self, batch) -> dict[str, Tensor]:

@@ -27,7 +27,10 @@ class StepObjective(ArchLoss):
     pass each, over both batches); otherwise the pairs run one after the other.
 
     With per-example architectures (rows [n, ...]) the values are per-example losses [n]; example b of
-    the train batch and example b of the val batch share architecture b. ``relaxed()`` is the same
+    the train batch and example b of the val batch share architecture b, and L_gen's gap is per example.
+    With one shared architecture ``gen_gap`` says where L_gen takes its gap: ``"batch"``, between the
+    batch means, |mean L_val - mean L_train| (the paper's Eq. 8 read literally), or ``"example"``, the
+    mean over example pairs of |L_val,b - L_train,b| (the official code). ``relaxed()`` is the same
     objective on the first ``relaxed_examples`` examples (``SearchModule(cv_examples=...)``), what a
     control variate evaluates. ``logs()`` holds L_train, L_val and the objective, averaged over the
     evaluations at one-hot architectures (over the relaxed ones when there were none).
@@ -36,6 +39,7 @@ class StepObjective(ArchLoss):
         space: the supernet.
         batch: ``{"train": (x, y), "val": (x, y)}``.
         objective, gen_lambda: as in ``SearchModule`` (``objectives.py``).
+        gen_gap: ``"batch"`` or ``"example"`` (above).
         examples: use the first ``examples`` examples of each batch.
         weights: the parameters to hold constant (w in the phi-step: they get no gradient and no
             autograd graph is built for them); default ``space.weight_parameters()``.
@@ -51,6 +55,7 @@ class StepObjective(ArchLoss):
         examples: int,
         weights: Sequence[Tensor] | None = None,
         relaxed_examples: int | None = None,
+        gen_gap: str = "batch",
     ):
         use_train, use_val = objectives.uses_batches(objective)
         self.parts = [name for name, used in (("train", use_train), ("val", use_val)) if used]
@@ -58,7 +63,7 @@ class StepObjective(ArchLoss):
         self.data = {name: tuple(t[:examples] for t in batch[name]) for name in self.parts}
         self.space = space
         self.weights = list(space.weight_parameters()) if weights is None else weights
-        self.objective, self.gen_lambda = objective, gen_lambda
+        self.objective, self.gen_lambda, self.gen_gap = objective, gen_lambda, objectives.check_gap(gen_gap)
         self.n = examples
         self.relaxed_examples = relaxed_examples
         self.grouped = isinstance(space, GroupedForward)
@@ -79,7 +84,8 @@ class StepObjective(ArchLoss):
             losses = [self._grouped([arch])[0] for arch in archs]
         else:
             losses = self._grouped(archs)
-        return [self._combine(parts, one_hot) for parts, one_hot in zip(losses, hot, strict=True)]
+        per_example = [self._per_example(a) for a in archs]
+        return [self._combine(*args) for args in zip(losses, hot, per_example, strict=True)]
 
     def relaxed(self) -> StepObjective:
         """This objective on the first ``relaxed_examples`` examples (itself when that is all of them)."""
@@ -87,7 +93,13 @@ class StepObjective(ArchLoss):
             return self
         if self._relaxed is None:
             self._relaxed = StepObjective(
-                self.space, self.batch, self.objective, self.gen_lambda, self.relaxed_examples, self.weights
+                self.space,
+                self.batch,
+                self.objective,
+                self.gen_lambda,
+                self.relaxed_examples,
+                self.weights,
+                gen_gap=self.gen_gap,
             )
         return self._relaxed
 
@@ -105,7 +117,7 @@ class StepObjective(ArchLoss):
     def _loss(self, arch: Arch, x: Tensor, y: Tensor) -> Tensor:
         with held_constant(self.weights):
             logits = self.space(x, arch)
-        return F.cross_entropy(logits, y, reduction="none" if self._per_example(arch) else "mean")
+        return F.cross_entropy(logits, y, reduction="none")
 
     def _grouped(self, archs: Sequence[Arch]) -> list[list[Tensor]]:
         """One pass over [archs x parts] groups of n examples; per-example rows carry each group's arch."""
@@ -120,16 +132,17 @@ class StepObjective(ArchLoss):
         with batch_groups(len(groups)), held_constant(self.weights):
             logits = self.space(x, rows)
         per = F.cross_entropy(logits, y, reduction="none").view(len(groups), self.n)
-        out, i = [], 0
-        for arch in archs:
-            keep = self._per_example(arch)
-            out.append([per[i + j] if keep else per[i + j].mean() for j in range(len(self.parts))])
-            i += len(self.parts)
-        return out
+        k = len(self.parts)
+        return [[per[i + j] for j in range(k)] for i in range(0, len(groups), k)]
 
-    def _combine(self, losses: list[Tensor], one_hot: bool) -> Tensor:
-        named = dict(zip(self.parts, losses, strict=True))
+    def _combine(self, losses: list[Tensor], one_hot: bool, per_example: bool) -> Tensor:
+        """The objective from the per-example losses [n] of each batch: per example, or one scalar."""
+        if per_example or (self.objective == "gen" and self.gen_gap == "example"):
+            named = dict(zip(self.parts, losses, strict=True))  # combined per example pair
+        else:
+            named = {name: loss.mean() for name, loss in zip(self.parts, losses, strict=True)}
         value = objectives.combine(self.objective, named.get("train"), named.get("val"), self.gen_lambda)
+        value = value if per_example else value.mean()
         parts = {f"L_{name}": loss.detach().mean() for name, loss in named.items()}
         parts[f"L_{self.objective}"] = value.detach().mean()
         self._observed[one_hot].append(parts)

@@ -8,6 +8,7 @@ REBAR/RELAX papers), the optimizer that learns them, and their agreement across 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,9 @@ class ControlVariateEstimator(Estimator):
             through the control variate (several times the cost of an estimate when c is the
             supernet); without it eta and beta are tuned from first-order gradients in closed form
             (g_hat is linear in them), at the cost of the fixed-setting estimator.
+        conditional: how zeta~ ~ r(zeta | z) is drawn: ``"coupled"`` from the sample's own race, so that
+            zeta~ = zeta in value and c is evaluated once per sample (the official UNAS code), or
+            ``"independent"`` with fresh noise (two evaluations of c). Both are exact draws and unbiased.
     """
 
     def __init__(
@@ -53,9 +57,13 @@ class ControlVariateEstimator(Estimator):
         self_tuning: bool = False,
         tune_lr: float = 0.01,
         tune_temperature: bool = True,
+        conditional: Literal["coupled", "independent"] = "coupled",
     ):
         super().__init__()
         tau = check_temperature(temperature)
+        if conditional not in ("coupled", "independent"):
+            raise ValueError(f"conditional must be 'coupled' or 'independent', got {conditional!r}.")
+        self.conditional = conditional
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}.")
         if not tune_lr > 0:
@@ -101,6 +109,7 @@ class ControlVariateEstimator(Estimator):
             "temperature": round(float(self.temperature.detach()), 4),
             "eta": round(float(self.eta.detach()), 4),
             "num_samples": self.num_samples,
+            "conditional": self.conditional,
             "self_tuning": self.self_tuning,
             **({"tune_temperature": self.tune_temperature} if self.self_tuning else {}),
         }
@@ -140,6 +149,7 @@ class ControlVariateEstimator(Estimator):
             self.num_samples,
             tau,
             on_first_value=lambda n: self.prepare(strip_batch(logits, n)),
+            coupled=self.conditional == "coupled",
         )
         if not self.self_tuning and not self.trainable_parameters():  # nothing to tune: one backward
             loss = surrogate_loss(s, float(self.eta.detach()), float(self.beta.detach()))

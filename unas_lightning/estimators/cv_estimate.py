@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from unas_lightning.distributions import Arch, ArchDistribution
+from unas_lightning.distributions import Arch, ArchDistribution, GumbelSample
 from unas_lightning.estimators.base import log_prob_per_example, loss_vector
 from unas_lightning.estimators.leave_one_out import leave_one_out
 from unas_lightning.losses import ArchLoss
@@ -46,8 +46,8 @@ class CVSamples:
 
     log_p: Tensor  # [k, n] log p_phi(z_i), graph to phi
     f: Tensor  # [k, n] f(z_i), detached
-    c_zeta: Tensor  # [k, n] c(zeta_i), graph to phi (and theta)
-    c_tilde: Tensor  # [k, n] c(zeta~_i), graph to phi (and theta)
+    c_tilde: Tensor  # [k, n] c(zeta~_i): its value (and graph to theta) multiplies d log p
+    c_diff: Tensor  # [k, n] whose phi-gradient is d c(zeta_i) - d c(zeta~_i) (graph to theta)
     z: list[Arch]
 
     @property
@@ -62,29 +62,48 @@ def draw(
     k: int,
     temperature: float | Tensor,
     on_first_value: Callable[[int], None] | None = None,
+    coupled: bool = False,
 ) -> CVSamples:
-    """Sample z, zeta, zeta~ k times; f at z (without gradient), c at both relaxations (one ``c.many`` call).
+    """Sample z, zeta, zeta~ k times; f at z (without gradient), c at the relaxations.
 
+    Independent zeta~ (fresh noise): c at zeta and at zeta~, one ``c.many`` call. Coupled zeta~ (the
+    sample's own race, ``ArchDistribution.coupled_conditional_rsample``): c is evaluated once, at
+    :func:`coupled_point`; c(x) is c(zeta~) in value and c(x) - c(x).detach() carries the difference.
     ``on_first_value(n)`` is called once the first loss tells whether the losses are per-example.
     """
     dist = ArchDistribution(logits)
-    log_p, f, c_zeta, c_tilde, zs = [], [], [], [], []
+    log_p, f, c_tilde, c_diff, zs = [], [], [], [], []
     for i in range(k):
         s = dist.rsample(temperature)
-        zeta_tilde = dist.conditional_rsample(s.z, temperature)
         with torch.no_grad():
             f.append(loss_vector(loss(s.z), logits).detach())
         n = f[-1].shape[0]
         if i == 0 and on_first_value is not None:
             on_first_value(n)
-        pair = c.many([s.zeta, zeta_tilde])
-        c_zeta.append(_match(pair[0], n, logits))
-        c_tilde.append(_match(pair[1], n, logits))
+        if coupled:
+            c_x = _match(c(coupled_point(s, dist.coupled_conditional_rsample(s, temperature), temperature)), n, logits)
+            c_tilde.append(c_x)
+            c_diff.append(c_x - c_x.detach())
+        else:
+            pair = c.many([s.zeta, dist.conditional_rsample(s.z, temperature)])
+            c_zeta, c_t = _match(pair[0], n, logits), _match(pair[1], n, logits)
+            c_tilde.append(c_t)
+            c_diff.append(c_zeta - c_t)
         log_p.append(log_prob_per_example(dist.log_probs, s.z, n))
         zs.append(s.z)
     return CVSamples(
-        log_p=torch.stack(log_p), f=torch.stack(f), c_zeta=torch.stack(c_zeta), c_tilde=torch.stack(c_tilde), z=zs
+        log_p=torch.stack(log_p), f=torch.stack(f), c_tilde=torch.stack(c_tilde), c_diff=torch.stack(c_diff), z=zs
     )
+
+
+def coupled_point(sample: GumbelSample, zeta_tilde: Arch, temperature: float | Tensor) -> Arch:
+    """x = zeta_tau + zeta - zeta~ for a coupled zeta~ (equal to zeta in value): x is zeta in value, its
+    phi-gradient is d zeta - d zeta~ and its temperature-gradient that of zeta (zeta_tau is zeta with the
+    noise held constant). So c(x) is c(zeta) = c(zeta~) in value, and the phi-gradient of c(x) is
+    d c(zeta) - d c(zeta~): one evaluation of c for both terms of the estimate."""
+    return {
+        k: torch.softmax(sample.b[k].detach() / temperature, -1) + sample.zeta[k] - zeta_tilde[k] for k in sample.zeta
+    }
 
 
 def _match(value: Tensor, n: int, logits: Mapping[str, Tensor]) -> Tensor:
@@ -98,7 +117,7 @@ def surrogate_loss(s: CVSamples, eta: float, beta: float) -> Tensor:
     """The scalar whose phi-gradient is g_hat = (u + eta v + beta w) / (k n), for fixed eta and beta."""
     k = s.f.shape[0]
     residual = (s.f - leave_one_out(s.f)) - eta * (s.c_tilde - leave_one_out(s.c_tilde)) - (beta if k == 1 else 0.0)
-    return ((residual.detach() * s.log_p).sum() + eta * (s.c_zeta - s.c_tilde).sum()) / s.f.numel()
+    return ((residual.detach() * s.log_p).sum() + eta * s.c_diff.sum()) / s.f.numel()
 
 
 def linear_parts(
@@ -121,7 +140,7 @@ def linear_parts(
         v = [a - _per_row(c_res[i], d, n) * d for a, d in zip(v, d_log_p, strict=True)]
         if k == 1:
             w = [a - d for a, d in zip(w, d_log_p, strict=True)]
-    reparam = _grad((s.c_zeta - s.c_tilde).sum(), phi, create_graph=create_graph, retain_graph=create_graph)
+    reparam = _grad(s.c_diff.sum(), phi, create_graph=create_graph, retain_graph=create_graph)
     return u, [a + b for a, b in zip(v, reparam, strict=True)], w
 
 

@@ -26,8 +26,12 @@ class Rebar(ControlVariateEstimator):
     unbiased while they move. With ``num_samples=k > 1`` each sample's baseline is the leave-one-out
     mean of the other samples' residuals L(z_j) - eta L(zeta~_j).
 
-    Cost per step: k x (1 discrete + 2 relaxed evaluations of ``loss_fn``); self-tuning the
-    temperature adds a double backward through the relaxed evaluations.
+    zeta~ is drawn coupled by default: from the sample's own exponential race (the official code's
+    common random numbers), so zeta~ = zeta in value, one relaxed evaluation serves both terms and the
+    two share their noise; ``conditional="independent"`` draws it with fresh noise. Both are exact.
+
+    Cost per step: k x (1 discrete + 1 relaxed evaluation of ``loss_fn``; 2 relaxed ones independent);
+    self-tuning the temperature adds a double backward through the relaxed evaluations.
 
     Args:
         temperature: (initial) tau of both relaxations; the paper's code uses 0.4.
@@ -38,6 +42,7 @@ class Rebar(ControlVariateEstimator):
         tune_temperature: with ``self_tuning``, learn tau as well (a double backward through the
             relaxed loss, several times the cost of an estimate on a supernet); ``False`` tunes eta and
             beta only, in closed form, at the cost of the fixed-setting estimator.
+        conditional: ``"coupled"`` or ``"independent"`` zeta~ (above).
 
     Examples:
         >>> import torch

@@ -43,6 +43,8 @@ class Relax(ControlVariateEstimator, BlackBox):
         self_tuning: also learn eta, temperature and beta by the variance objective.
         tune_lr: learning rate of the estimator's Adam optimizer (g and the tuned quantities).
         tune_temperature: with ``self_tuning``, also learn tau (needs a double backward through g).
+        conditional: ``"coupled"`` (zeta~ from the sample's own race, one evaluation of g per sample) or
+            ``"independent"`` (fresh noise, two).
 
     Examples:
         >>> import torch
@@ -63,10 +65,11 @@ class Relax(ControlVariateEstimator, BlackBox):
         self_tuning: bool = False,
         tune_lr: float = 0.01,
         tune_temperature: bool = True,
+        conditional: Literal["coupled", "independent"] = "coupled",
     ):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {list(FITS)}, got {fit!r}.")
-        super().__init__(temperature, eta, num_samples, self_tuning, tune_lr, tune_temperature)
+        super().__init__(temperature, eta, num_samples, self_tuning, tune_lr, tune_temperature, conditional)
         self.g = surrogate if surrogate is not None else LinearSurrogate()
         self.fit = fit
 
