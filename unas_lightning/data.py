@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from unas_lightning.augment import augment_batch
 from unas_lightning.loaders import ResumableLoader
+from unas_lightning.seeding import seeded, step_seed
 
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
@@ -66,9 +67,13 @@ class VisionDataModule(L.LightningDataModule):
         max_train_examples: use only this many training examples (quick runs); None for all.
         split_seed: seed of the search-train/search-val split (independent of the run seed).
         download: let torchvision download the data set into ``root`` (needs internet).
-        crop_padding: training augmentation (``split="full"`` only): random crops after zero padding.
+        crop_padding: training augmentation: random crops after zero padding.
         flip: training augmentation: random horizontal flips.
         cutout: training augmentation: cutout square side (0 disables; DARTS uses 16 on CIFAR).
+        augment_search: apply the training augmentation to the search batches too (both search-train and
+            search-val; the official UNAS code's CIFAR search: crop padding 4 and flips). Its random draws
+            are seeded per step, so a resumed search augments exactly as the uninterrupted one. By default
+            only ``split="full"`` batches are augmented.
     """
 
     in_channels: int = 1
@@ -90,6 +95,7 @@ class VisionDataModule(L.LightningDataModule):
         crop_padding: int = 0,
         flip: bool = False,
         cutout: int = 0,
+        augment_search: bool = False,
     ):
         super().__init__()
         if split not in ("search", "full"):
@@ -112,6 +118,7 @@ class VisionDataModule(L.LightningDataModule):
         if crop_padding < 0 or cutout < 0:
             raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding} and {cutout}.")
         self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
+        self.augment_search = bool(augment_search)
         self._train: Dataset | None = None
         self._test: Dataset | None = None
 
@@ -174,12 +181,20 @@ class VisionDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Augment full-split training batches on the device (search batches are never augmented)."""
+        """Augment training batches on the device: full-split ones, and search ones with ``augment_search``."""
         trainer = self.trainer
         training = trainer is not None and trainer.training
-        if training and self.split == "full" and (self.crop_padding or self.flip or self.cutout):
+        if not (training and (self.crop_padding or self.flip or self.cutout)):
+            return batch
+        if self.split == "full":
             x, y = batch
-            batch = (augment_batch(x, self.crop_padding, self.flip, self.cutout), y)
+            return augment_batch(x, self.crop_padding, self.flip, self.cutout), y
+        if self.augment_search and isinstance(batch, dict):
+            seed = step_seed(self.split_seed, trainer.current_epoch, trainer.global_step, trainer.global_rank)
+            with seeded(seed, next(iter(batch.values()))[0].device):
+                batch = {
+                    k: (augment_batch(x, self.crop_padding, self.flip, self.cutout), y) for k, (x, y) in batch.items()
+                }
         return batch
 
     def _resumable(self, ds: Dataset) -> ResumableLoader:

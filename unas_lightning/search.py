@@ -20,7 +20,7 @@ from unas_lightning.costs import CostTerm
 from unas_lightning.distributions import expand_rows
 from unas_lightning.estimators import Estimator, Rebar
 from unas_lightning.nonfinite import NonFiniteGuard
-from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.spaces.base import ArchitecturePenalty, SearchSpace
 from unas_lightning.step_objective import StepObjective
 from unas_lightning.w_step import WStepArch, resolve_w_step_arch
 
@@ -84,6 +84,15 @@ class SearchModule(L.LightningModule):
             some variance added (``EstimatorDiagnostics`` shows how much). Pair it with
             ``Rebar(self_tuning=True, tune_temperature=False)``: a sub-batch control variate needs a scale
             eta below 1. The quickstart uses 4 (README, "Search step cost"). None: all examples (the paper).
+        alpha_loss: weight of the space's architecture penalty in the objective (``ArchitecturePenalty``;
+            DARTS: a node's two edges choosing the same input and op). The paper: 0; the official code: 0.2.
+        soften_eps: sample from the softened distribution (q + eps) / (1 + K eps), q = softmax(phi), in
+            the phi-step, the w-step and the costs (the official code's ``gsm_soften_eps``: 0.08 for
+            ImageNet and ProxylessNAS); the genotype is still the argmax of phi. The paper: 0.
+        restart_after_warmup: the official code's schedule: constant learning rates during the warm-up,
+            fresh optimizer states at the first search epoch, and the schedulers stepped over the search
+            epochs only (the default cosine then spans ``max_epochs - warmup_epochs``). Default: one
+            optimizer and schedule across all epochs.
 
     Examples:
         >>> from unas_lightning.spaces import DartsSpace
@@ -111,6 +120,9 @@ class SearchModule(L.LightningModule):
         costs: Sequence[CostTerm] | None = None,
         max_nonfinite_steps: int = 10,
         cv_examples: int | None = None,
+        alpha_loss: float = 0.0,
+        soften_eps: float = 0.0,
+        restart_after_warmup: bool = False,
     ):
         super().__init__()
         _check_settings(space, estimator, objective, gen_lambda, warmup_epochs, arch_samples, w_grad_clip, cv_examples)
@@ -129,9 +141,16 @@ class SearchModule(L.LightningModule):
         self.w_scheduler, self.phi_scheduler = w_scheduler, phi_scheduler
         self.w_grad_clip = w_grad_clip
         self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
+        if not alpha_loss >= 0 or not 0 <= soften_eps < 1:
+            raise ValueError(f"alpha_loss must be >= 0 and soften_eps in [0, 1), got {alpha_loss} and {soften_eps}.")
+        if alpha_loss and not isinstance(space, ArchitecturePenalty):
+            raise ValueError(f"alpha_loss needs a space with an architecture penalty; {type(space).__name__} has none.")
+        self.alpha_loss, self.soften_eps = float(alpha_loss), float(soften_eps)
+        self.restart_after_warmup = bool(restart_after_warmup)
         self.save_hyperparameters(ignore=OBJECTS)
         # the run seed behind every step's draws; -1 until setup, then from the checkpoint when resuming
         self.register_buffer("run_seed", torch.tensor(-1, dtype=torch.int64))
+        self.register_buffer("restarted", torch.zeros((), dtype=torch.bool))  # restart_after_warmup done
         self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self._weights = list(space.weight_parameters())  # w, listed once (walking the modules is slow)
@@ -176,7 +195,8 @@ class SearchModule(L.LightningModule):
         if self.w_scheduler is not None:
             schedulers = [self.w_scheduler(opt_w)]
         else:
-            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            epochs = (self.trainer.max_epochs or 1) if self._trainer is not None else 1
+            t_max = max(1, epochs - (self.warmup_epochs if self.restart_after_warmup else 0))
             schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt_w, T_max=t_max)]
         if self.phi_scheduler is not None:
             schedulers.append(self.phi_scheduler(opt_phi))
@@ -205,12 +225,19 @@ class SearchModule(L.LightningModule):
             self._weights,
             relaxed_examples=self.cv_examples,
             gen_gap=self.gen_gap,
+            penalty=self.alpha_loss,
         )
 
+    def sampling_logits(self) -> dict[str, Tensor]:
+        """The logits architectures are drawn from: phi, or log(softmax(phi) + eps) with ``soften_eps``."""
+        if not self.soften_eps:
+            return dict(self.space.arch)
+        return {k: torch.log(torch.softmax(v, -1) + self.soften_eps) for k, v in self.space.arch.items()}
+
     def phi_logits(self, batch) -> dict[str, Tensor]:
-        """phi as the estimator sees it: shared, or one row set per example."""
-        phi = dict(self.space.arch)
-        return phi if self.arch_samples == "batch" else expand_rows(phi, self.examples_per_step(batch))
+        """The sampling logits as the estimator sees them: shared, or one row set per example."""
+        logits = self.sampling_logits()
+        return logits if self.arch_samples == "batch" else expand_rows(logits, self.examples_per_step(batch))
 
     # -- the two steps -------------------------------------------------------------------------
     def phi_step(self, batch) -> dict[str, Tensor]:
@@ -219,7 +246,7 @@ class SearchModule(L.LightningModule):
         loss = self.estimator.surrogate(self.phi_logits(batch), loss_fn).loss
         logs = {f"search/{k}": v for k, v in loss_fn.logs().items()}
         for cost in self.costs:
-            cost_loss, cost_logs = cost.phi_loss(dict(self.space.arch), self.current_epoch - self.warmup_epochs)
+            cost_loss, cost_logs = cost.phi_loss(self.sampling_logits(), self.current_epoch - self.warmup_epochs)
             loss = loss + cost_loss
             logs.update(cost_logs)
         if self._finite(loss, "phi"):
@@ -232,7 +259,7 @@ class SearchModule(L.LightningModule):
     def w_step(self, batch) -> Tensor:
         """One w update on the search-train batch at the w-step's architecture (Eq. 7)."""
         x, y = batch["train"]
-        arch = self.w_step_arch(self.space.arch, x.shape[0] if self.arch_samples == "example" else None)
+        arch = self.w_step_arch(self.sampling_logits(), x.shape[0] if self.arch_samples == "example" else None)
         logits = self.space(x, arch)
         loss = F.cross_entropy(logits, y)
         if not self._finite(loss, "w"):
@@ -275,7 +302,15 @@ class SearchModule(L.LightningModule):
         self.log("val/loss_mode", F.cross_entropy(logits, y), batch_size=x.shape[0], sync_dist=True)
         self.log("val/acc_mode", self.val_acc, prog_bar=True, batch_size=x.shape[0])
 
+    def on_train_epoch_start(self) -> None:
+        if self.restart_after_warmup and self.searching and not bool(self.restarted):
+            for opt in self.optimizers():  # fresh Adam moments for the search (once; the flag is checkpointed)
+                opt.optimizer.state.clear()
+            self.restarted.fill_(True)
+
     def on_train_epoch_end(self) -> None:
+        if self.restart_after_warmup and not self.searching:
+            return  # constant learning rates during the warm-up
         schedulers = self.lr_schedulers()
         for sch in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             sch.step()

@@ -12,7 +12,7 @@ from torch import Tensor
 from unas_lightning import objectives
 from unas_lightning.distributions import Arch, expand_rows
 from unas_lightning.losses import ArchLoss
-from unas_lightning.spaces.base import GroupedForward, SearchSpace
+from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import batch_groups
 
 
@@ -40,6 +40,8 @@ class StepObjective(ArchLoss):
         batch: ``{"train": (x, y), "val": (x, y)}``.
         objective, gen_lambda: as in ``SearchModule`` (``objectives.py``).
         gen_gap: ``"batch"`` or ``"example"`` (above).
+        penalty: weight of the space's ``architecture_penalty`` added to the objective (an
+            ``ArchitecturePenalty`` space; ``SearchModule(alpha_loss=...)``).
         examples: use the first ``examples`` examples of each batch.
         weights: the parameters to hold constant (w in the phi-step: they get no gradient and no
             autograd graph is built for them); default ``space.weight_parameters()``.
@@ -56,6 +58,7 @@ class StepObjective(ArchLoss):
         weights: Sequence[Tensor] | None = None,
         relaxed_examples: int | None = None,
         gen_gap: str = "batch",
+        penalty: float = 0.0,
     ):
         use_train, use_val = objectives.uses_batches(objective)
         self.parts = [name for name, used in (("train", use_train), ("val", use_val)) if used]
@@ -64,6 +67,9 @@ class StepObjective(ArchLoss):
         self.space = space
         self.weights = list(space.weight_parameters()) if weights is None else weights
         self.objective, self.gen_lambda, self.gen_gap = objective, gen_lambda, objectives.check_gap(gen_gap)
+        if penalty and not isinstance(space, ArchitecturePenalty):
+            raise ValueError(f"alpha_loss needs a space with an architecture penalty; {type(space).__name__} has none.")
+        self.penalty = penalty
         self.n = examples
         self.relaxed_examples = relaxed_examples
         self.grouped = isinstance(space, GroupedForward)
@@ -85,7 +91,10 @@ class StepObjective(ArchLoss):
         else:
             losses = self._grouped(archs)
         per_example = [self._per_example(a) for a in archs]
-        return [self._combine(*args) for args in zip(losses, hot, per_example, strict=True)]
+        values = [self._combine(*args) for args in zip(losses, hot, per_example, strict=True)]
+        if self.penalty:
+            values = [v + self.penalty * self.space.architecture_penalty(a) for v, a in zip(values, archs, strict=True)]
+        return values
 
     def relaxed(self) -> StepObjective:
         """This objective on the first ``relaxed_examples`` examples (itself when that is all of them)."""
@@ -100,6 +109,7 @@ class StepObjective(ArchLoss):
                 self.relaxed_examples,
                 self.weights,
                 gen_gap=self.gen_gap,
+                penalty=self.penalty,
             )
         return self._relaxed
 

@@ -6,7 +6,7 @@ A space is one package (supernet, ops, genotype, derived network, drawing) behin
 a space of one's own is a class in one's own module, chosen by ``class_path``.
 """
 
-from unas_lightning.spaces.base import GroupedForward, SearchSpace
+from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.darts import DartsGenotype, DartsSpace, Node
 from unas_lightning.spaces.genotype import (
     Drawable,
@@ -19,6 +19,7 @@ from unas_lightning.spaces.genotype import (
 from unas_lightning.spaces.proxyless import ProxylessBackbone, ProxylessGenotype, ProxylessNet, ProxylessSpace
 
 __all__ = [
+    "ArchitecturePenalty",
     "DartsGenotype",
     "DartsSpace",
     "Drawable",

@@ -16,8 +16,9 @@ categorical per row). It declares:
 * ``category_names(key)``: the names of a logits tensor's K columns, for plots.
 
 Optional abilities are small interfaces a space inherits, not attributes probed at run time:
-:class:`GroupedForward` (several evaluations in one pass, ``spaces/batch_groups.py``). Drawing is an
-ability of the genotype (``spaces.genotype.Drawable``).
+:class:`GroupedForward` (several evaluations in one pass, ``spaces/batch_groups.py``) and
+:class:`ArchitecturePenalty` (a differentiable penalty on architectures, ``SearchModule(alpha_loss=...)``).
+Drawing is an ability of the genotype (``spaces.genotype.Drawable``).
 
 Examples:
     See ``examples/custom_space.py`` for a complete space in a user's own module.
@@ -116,6 +117,15 @@ class SearchSpace(nn.Module, ABC):
             f"a {type(self).__name__} search ({len(self.arch)} categoricals of shapes "
             f"{sorted(shapes)}, {n_w:,} supernet weights)"
         )
+
+
+class ArchitecturePenalty(ABC):
+    """A space with a differentiable penalty on its architectures, added to the search objective with
+    weight ``SearchModule(alpha_loss=...)`` (at one-hot and relaxed architectures alike)."""
+
+    @abstractmethod
+    def architecture_penalty(self, arch: Mapping[str, Tensor]) -> Tensor:
+        """The penalty of ``arch``: a scalar, or [B] for per-example rows."""
 
 
 class GroupedForward(ABC):  # noqa: B024 (an interface without methods: a declared ability)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from unas_lightning.distributions import Arch
-from unas_lightning.spaces.base import GroupedForward, SearchSpace
+from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
 from unas_lightning.spaces.darts.fused import FusedCell, fusable
 from unas_lightning.spaces.darts.genotype import CELL_TYPES, DartsGenotype, Node
@@ -80,7 +80,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class DartsSpace(SearchSpace, GroupedForward):
+class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
     """DARTS-space supernet with factorized normal and reduction cells (Sec. 4.1).
 
     Args:
@@ -208,6 +208,17 @@ class DartsSpace(SearchSpace, GroupedForward):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
         return self.classifier(self.pool(s1).flatten(1))
+
+    def architecture_penalty(self, arch: Mapping[str, Tensor]) -> Tensor:
+        """The official UNAS code's ``alpha_loss``: for every node of both cell types, how much its two edges
+        choose the same input *and* the same operation, (sum_m i_m i'_m) (sum_k o_k o'_k): 1 for a one-hot
+        node whose two edges coincide, 0 when they differ; summed over nodes and cell types."""
+        total = 0
+        for t in CELL_TYPES:
+            for n in range(self.nodes):
+                i, o = arch[f"{t}_node{n}_input"], arch[f"{t}_node{n}_op"]
+                total = total + (i[..., 0, :] * i[..., 1, :]).sum(-1) * (o[..., 0, :] * o[..., 1, :]).sum(-1)
+        return total
 
     # -- genotypes -----------------------------------------------------------------------------
     def category_names(self, key: str) -> list[str]:
