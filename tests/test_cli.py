@@ -124,6 +124,10 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path, arch_samples):
 
 GPU_CONFIGS = {
     "search/proxyless_imagenet_latency.yaml": "DIR/train and DIR/val",
+    "search/proxyless_imagenet_latency_official.yaml": "DIR/train and DIR/val",
+    "search/darts_cifar10_official.yaml": "not found under",
+    "search/darts_cifar100_official.yaml": "not found under",
+    "search/darts_imagenet_official.yaml": "DIR/train and DIR/val",
     "search/darts_cifar10_rebar_gen.yaml": "not found under",
     "search/darts_cifar100_rebar_gen.yaml": "not found under",
     "retrain/darts_cifar10.yaml": "not found under",
@@ -139,6 +143,8 @@ def test_paper_config_parses_and_stops_early_without_its_data_set(tmp_path, conf
     args = [
         "fit", "--config", str(ROOT / "configs" / config),
         "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.strategy", "auto",  # the official configs run DDP on 4 or 8 GPUs
         "--trainer.precision", "32-true",
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path),

@@ -110,3 +110,22 @@ def test_augment_search_augments_both_search_batches_reproducibly(tmp_path):
         assert set(aug) == {"train", "val"}
         assert all(not torch.equal(plain[k], aug[k]) for k in aug), "a search batch was not augmented"
         assert all(torch.equal(aug[k], again[k]) for k in aug), "the augmentation is not reproducible"
+
+
+def test_imagenet_stem_supernet_and_its_derived_network():
+    """DartsSpace(stem="imagenet"): three stride-2 convolutions before the cells (the official ImageNet
+    search); the derived network is the DARTS ImageNet network of the same size; fused = edge loop."""
+    from unas_lightning.spaces.darts import DartsNetworkImageNet
+
+    torch.manual_seed(4)
+    space = DartsSpace(in_channels=3, num_classes=7, channels=8, layers=4, ops="imagenet", stem="imagenet")
+    loop = DartsSpace(in_channels=3, num_classes=7, channels=8, layers=4, ops="imagenet", stem="imagenet",
+                      fuse_relaxed=False)  # fmt: skip
+    loop.load_state_dict(space.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    zeta = space.distribution().rsample(0.5).zeta
+    torch.testing.assert_close(space(x, zeta), loop(x, zeta), rtol=1e-4, atol=1e-5)
+    net = space.derived_network()
+    assert isinstance(net, DartsNetworkImageNet) and net.eval()(x).shape == (2, 7)
+    with pytest.raises(ValueError, match="stem must be"):
+        DartsSpace(stem="mobile")

@@ -335,8 +335,9 @@ class ImageNetDataModule(VisionDataModule):
 
     Images are decoded by worker processes with torchvision transforms (random-resized crops and flips
     for training, resize + centre crop for evaluation) instead of living in memory. ``split="search"``
-    splits ``root/train`` into search-train and search-val as for the other data sets; ``"full"``
-    trains on ``root/train`` and evaluates on ``root/val``.
+    splits ``root/train`` into search-train and search-val as for the other data sets, both with the
+    evaluation transform (random crops with ``augment_search``); ``"full"`` trains on ``root/train`` and
+    evaluates on ``root/val``.
 
     Args:
         image_size: side of the square crops (224 for ImageNet; smaller for proxies).
@@ -382,7 +383,8 @@ class ImageNetDataModule(VisionDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self._train is None:
-            full = self._folder("train", train=True)
+            # search batches get the evaluation transform (as in the official UNAS code) unless augment_search
+            full = self._folder("train", train=self.split == "full" or self.augment_search)
             if self.max_train_examples is not None and self.max_train_examples < len(full):
                 full = Subset(full, range(self.max_train_examples))
             self._train = full

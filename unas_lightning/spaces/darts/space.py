@@ -19,6 +19,7 @@ per node; with relaxed rows, all of them (the DARTS mixed operation).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, Sear
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
 from unas_lightning.spaces.darts.fused import FusedCell, fusable
 from unas_lightning.spaces.darts.genotype import CELL_TYPES, DartsGenotype, Node
-from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, reduction_layers
+from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, DartsNetworkImageNet, reduction_layers
 from unas_lightning.spaces.darts.ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
 from unas_lightning.spaces.plan import plan
 
@@ -92,6 +93,9 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         ops: candidate operation names, or the preset ``"paper"`` (7 ops) or ``"imagenet"`` (5 ops).
         stem_multiplier: the stem has ``stem_multiplier * channels`` channels.
         stem_stride: stride of the stem convolution; 2 quarters the cost of small CPU searches.
+        stem: ``"cifar"`` (one 3x3 convolution to ``stem_multiplier * channels``) or ``"imagenet"`` (three
+            stride-2 convolutions to ``channels``, as the DARTS ImageNet network and the official UNAS
+            ImageNet search, whose cells start at 48 channels; ``stem_multiplier``/``stem_stride`` unused).
         channels_last: run convolutions in the channels-last memory format (about 3x faster for the
             depthwise convolutions on CPU, and the fast layout for cuDNN).
         fuse_relaxed: run a cell whose coefficients are all non-zero (relaxed zeta, softmax(phi)) as a
@@ -122,6 +126,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         stem_stride: int = 1,
         channels_last: bool = True,
         fuse_relaxed: bool = True,
+        stem: Literal["cifar", "imagenet"] = "cifar",
     ):
         super().__init__(in_channels, num_classes)
         for name, value in [
@@ -138,6 +143,9 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         self.ops = check_ops(ops)
         self.nodes, self.channels, self.layers = nodes, channels, layers
         self.stem_multiplier, self.stem_stride = stem_multiplier, stem_stride
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"DartsSpace: stem must be 'cifar' or 'imagenet', got {stem!r}.")
+        self.stem_kind = stem
         k = len(self.ops)
         self.arch = nn.ParameterDict()
         for t in CELL_TYPES:
@@ -145,15 +153,30 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
                 self.arch[f"{t}_node{n}_input"] = nn.Parameter(torch.zeros(2, n + 2))
                 self.arch[f"{t}_node{n}_op"] = nn.Parameter(torch.zeros(2, k))
 
-        c_stem = stem_multiplier * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c_stem, 3, stride=stem_stride, padding=1, bias=False),
-            GroupedBatchNorm2d(c_stem, track_running_stats=False),
-        )
-        c_pp, c_p, c = c_stem, c_stem, channels
+        c = channels
+        if stem == "imagenet":  # s0 after two stride-2 convolutions, s1 after a third
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+                GroupedBatchNorm2d(c // 2, track_running_stats=False),
+                nn.ReLU(),
+                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+                GroupedBatchNorm2d(c, track_running_stats=False),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(),
+                nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                GroupedBatchNorm2d(c, track_running_stats=False),
+            )
+            c_pp = c_p = c
+        else:
+            c_pp = c_p = stem_multiplier * channels
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, c_p, 3, stride=stem_stride, padding=1, bias=False),
+                GroupedBatchNorm2d(c_p, track_running_stats=False),
+            )
         reductions = reduction_layers(layers)
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = stem == "imagenet"
         for i in range(layers):
             reduction = i in reductions
             if reduction:
@@ -205,6 +228,8 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
+        if self.stem_kind == "imagenet":
+            s1 = self.stem1(s0)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
         return self.classifier(self.pool(s1).flatten(1))
@@ -254,7 +279,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
                 arch[f"{t}_node{n}_op"] = nn.functional.one_hot(idx_op, len(self.ops)).float()
         return arch
 
-    def derived_network(self, genotype: DartsGenotype | None = None) -> DartsNetworkCIFAR:
+    def derived_network(self, genotype: DartsGenotype | None = None) -> nn.Module:
         """The evaluation network of ``genotype`` (default: the most probable) at the search's scale.
 
         The supernet's channels, cells and stem, without the auxiliary head: what hardware costs
@@ -263,14 +288,11 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         genotype = self.genotype() if genotype is None else genotype
         self.check_genotype(genotype)
         genotype.check(self.nodes, self.ops)
-        net = DartsNetworkCIFAR(
-            genotype,
-            self.in_channels,
-            self.num_classes,
-            self.channels,
-            self.layers,
-            auxiliary=False,
-            stem_multiplier=self.stem_multiplier,
-            stem_stride=self.stem_stride,
-        )
+        sizes = (self.in_channels, self.num_classes, self.channels, self.layers)
+        if self.stem_kind == "imagenet":
+            net = DartsNetworkImageNet(genotype, *sizes, auxiliary=False)
+        else:
+            net = DartsNetworkCIFAR(
+                genotype, *sizes, auxiliary=False, stem_multiplier=self.stem_multiplier, stem_stride=self.stem_stride
+            )
         return net.to(self.classifier.weight.device)
