@@ -2,6 +2,9 @@
 
     python benchmarks/search_step.py                       # CPU here, or the GPU when one is present
     python benchmarks/search_step.py --steps 30 --rounds 3 --batch-size 64 --channels 16
+    # the CIFAR search's scale: 8 cells, width 16, batch 64, 32x32 input (Fashion-MNIST padded)
+    python benchmarks/search_step.py --layers 8 --channels 16 --batch-size 64 --image-size 32 --stem-stride 1 \
+        --steps 3 --warmup 1 --rounds 1 --methods unas,unas_paper,unas_paper_ckpt,darts1,floor
 
 Every method runs the same supernet (the quickstart DARTS space unless changed) on the same real
 Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a user runs it:
@@ -20,12 +23,16 @@ Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a
 * ``rloo``: the same objective with ``Reinforce(num_samples=3)`` (unbiased, one-hot evaluations only);
 * ``darts1``: DARTS first order: ``Softmax`` on L_val, the w-step on the softmax(phi) mixture;
 * ``gumbel``: SNAS-style ``GumbelSoftmax`` on L_train, the w-step on the relaxed sample;
-* ``floor``: one forward and backward of a single sampled one-hot architecture (no Lightning).
+* ``floor``: one forward and backward of a single sampled one-hot architecture (no Lightning);
+* any method with ``_ckpt`` appended (``unas_paper_ckpt``): the same on
+  ``DartsSpace(checkpoint_relaxed=True)``, each relaxed cell's activations recomputed in the backward
+  pass instead of held (the memory at real scale).
 
 Each (method, round) runs in a fresh process and the rounds are interleaved, so drift hits every
 method alike. Time per step is the median over all timed steps of all rounds (wall time of
 ``training_step``, host-synchronised on GPU); memory is the peak above the memory held before the
-timed steps (CUDA allocator on GPU, resident set size on CPU). The last line reads
+timed steps and the peak in all (CUDA allocator on GPU; on CPU the process's resident set, which
+includes the data set and the libraries). The last line reads
 ``ratios: unas/darts1=X.XX unas/floor=Y.YY``.
 """
 
@@ -43,7 +50,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["unas", "unas_paper", "unas_paper_indep", "unas_example", "rloo", "darts1", "gumbel", "floor"]
+METHODS = [
+    "unas",
+    "unas_paper",
+    "unas_paper_indep",
+    "unas_example",
+    "rloo",
+    "darts1",
+    "gumbel",
+    "floor",
+]
 LABELS = {
     "unas": "UNAS: Rebar (self-tuning eta, beta) + L_gen, control variate on cv_examples",
     "unas_paper": "UNAS, paper setting: Rebar (tau 0.4, eta 1) + L_gen, whole-batch control variate",
@@ -54,6 +70,11 @@ LABELS = {
     "gumbel": "SNAS: GumbelSoftmax on L_train, relaxed w-step",
     "floor": "floor: forward + backward of one sampled architecture",
 }
+
+
+def _label(method: str) -> str:
+    base = method.removesuffix("_ckpt")
+    return LABELS[base] + (", relaxed cells checkpointed" if base != method else "")
 
 
 def _sync(device) -> None:
@@ -97,14 +118,19 @@ class _Memory:
             self.base = _rss_mib()
 
     def peak(self) -> float:
+        """Peak above the start level (MiB)."""
+        return self.total() - self.base
+
+    def total(self) -> float:
+        """Peak in all (MiB): the allocator's peak, or the process's peak resident set since ``start()``."""
         import torch
 
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
-        return _peak_rss_mib() - self.base
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return _peak_rss_mib()
 
 
-def _space(args):
+def _space(args, checkpoint_relaxed: bool = False):
     from unas_lightning.spaces import DartsSpace
 
     return DartsSpace(
@@ -114,23 +140,38 @@ def _space(args):
         layers=args.layers,
         nodes=4,
         ops="paper",
-        stem_stride=2,
+        stem_stride=args.stem_stride,
         fuse_relaxed=not args.no_fuse,
+        checkpoint_relaxed=checkpoint_relaxed,
     )
+
+
+def _pad(x, args):
+    """Fashion-MNIST's 28x28 images zero-padded to ``--image-size`` (32: the CIFAR search's input size)."""
+    import torch.nn.functional as F
+
+    p = (args.image_size - x.shape[-1]) // 2
+    return F.pad(x, (p, args.image_size - x.shape[-1] - p) * 2) if args.image_size != x.shape[-1] else x
 
 
 def _data(args):
     from unas_lightning import FashionMNISTDataModule
 
+    class Padded(FashionMNISTDataModule):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return {k: (_pad(x, args), y) for k, (x, y) in batch.items()}
+
     n = 2 * args.batch_size * (args.warmup + args.steps + 2)
-    return FashionMNISTDataModule(split="search", batch_size=args.batch_size, max_train_examples=n)
+    return Padded(split="search", batch_size=args.batch_size, max_train_examples=n)
 
 
 def _module(method: str, args):
     from unas_lightning import SearchModule
     from unas_lightning.estimators import GumbelSoftmax, Rebar, Reinforce, Softmax
 
-    space = _space(args)
+    checkpointed = method.endswith("_ckpt")
+    method = method.removesuffix("_ckpt")
+    space = _space(args, checkpoint_relaxed=checkpointed)
     if method == "unas":  # a sub-batch control variate needs its scale eta tuned (closed form: free)
         est = Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)
         return SearchModule(space, est, objective="gen", cv_examples=args.cv_examples)
@@ -170,6 +211,7 @@ def worker(method: str, args) -> dict:
             if i == args.warmup:
                 memory.start()
             x, y = (t.to(device) for t in batch["train"])
+            x = _pad(x, args)
             _sync(device)
             t0 = time.perf_counter()
             with torch.no_grad():
@@ -181,7 +223,13 @@ def worker(method: str, args) -> dict:
                 times.append(time.perf_counter() - t0)
             if i + 1 == args.warmup + args.steps:
                 break
-        return {"method": method, "times": times, "peak_mib": memory.peak(), "device": str(device)}
+        return {
+            "method": method,
+            "times": times,
+            "peak_mib": memory.peak(),
+            "total_mib": memory.total(),
+            "device": str(device),
+        }
 
     class StepTimer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -213,7 +261,13 @@ def worker(method: str, args) -> dict:
             default_root_dir=root,
         )
         trainer.fit(module, datamodule=_data(args))
-    return {"method": method, "times": times, "peak_mib": memory.peak(), "device": str(device)}
+    return {
+        "method": method,
+        "times": times,
+        "peak_mib": memory.peak(),
+        "total_mib": memory.total(),
+        "device": str(device),
+    }
 
 
 def main() -> None:
@@ -224,6 +278,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--stem-stride", type=int, default=2, help="1: the CIFAR search's full-resolution stem")
+    parser.add_argument("--image-size", type=int, default=28, help="pad the 28x28 images to this size")
     parser.add_argument("--cv-examples", type=int, default=4, help="cv_examples of the unas method")
     parser.add_argument("--device", choices=["auto", "cpu"], default="auto")
     parser.add_argument("--no-fuse", action="store_true", help="relaxed cells edge by edge (fuse_relaxed=False)")
@@ -238,6 +294,7 @@ def main() -> None:
     methods = args.methods.split(",")
     times = {m: [] for m in methods}
     peaks = {m: [] for m in methods}
+    totals = {m: [] for m in methods}
     device = "?"
     passthrough, skip = [], False
     for a in sys.argv[1:]:  # everything but --methods goes to the workers
@@ -255,6 +312,7 @@ def main() -> None:
             row = json.loads(lines[-1][len("RESULT ") :])
             times[m] += row["times"]
             peaks[m].append(row["peak_mib"])
+            totals[m].append(row["total_mib"])
             device = row["device"]
             print(
                 f"round {r + 1}/{args.rounds} {m:13s} median {1e3 * statistics.median(row['times']):8.1f} ms",
@@ -266,20 +324,24 @@ def main() -> None:
     med = {m: statistics.median(times[m]) for m in methods}
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(
-        f"`python benchmarks/search_step.py{' --no-fuse' if args.no_fuse else ''}` ({where}; DARTS space "
-        f"{args.channels} channels x {args.layers} cells, 4 nodes, 7 ops, relaxed cells "
+        f"`python benchmarks/search_step.py {' '.join(passthrough)}` ({where}; DARTS space "
+        f"{args.channels} channels x {args.layers} cells, 4 nodes, 7 ops, stem stride {args.stem_stride}, "
+        f"{args.image_size}x{args.image_size} input, relaxed cells "
         f"{'edge by edge' if args.no_fuse else 'fused'}; batch {args.batch_size}, cv_examples {args.cv_examples}; "
         f"{args.rounds} rounds x {args.steps} steps)\n"
     )
-    print("| method | ms / step (median) | IQR (ms) | vs DARTS 1st order | vs floor | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| method | ms / step (median) | IQR (ms) | vs DARTS 1st order | vs floor "
+        "| peak memory (MiB) | peak in all (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for m in methods:
         q = statistics.quantiles(times[m], n=4) if len(times[m]) > 1 else [med[m]] * 3
         ratio_d = f"{med[m] / med['darts1']:.2f}x" if "darts1" in med else ""
         ratio_f = f"{med[m] / med['floor']:.2f}x" if "floor" in med else ""
         print(
-            f"| {LABELS[m]} | {1e3 * med[m]:.1f} | {1e3 * (q[2] - q[0]):.1f} | {ratio_d} | {ratio_f} | "
-            f"{statistics.median(peaks[m]):.0f} |"
+            f"| {_label(m)} | {1e3 * med[m]:.1f} | {1e3 * (q[2] - q[0]):.1f} | {ratio_d} | {ratio_f} | "
+            f"{statistics.median(peaks[m]):.0f} | {statistics.median(totals[m]):.0f} |"
         )
     if {"unas", "darts1", "floor"} <= set(med):
         print(f"\nratios: unas/darts1={med['unas'] / med['darts1']:.2f} unas/floor={med['unas'] / med['floor']:.2f}")

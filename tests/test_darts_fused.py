@@ -74,3 +74,39 @@ def test_a_deep_copy_fuses_its_own_weights():
     loop.fuse_relaxed = False
     torch.testing.assert_close(twin(x, zeta), loop(x, zeta), rtol=1e-10, atol=1e-12)
     assert not torch.allclose(twin(x, zeta), fused(x, zeta))
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_checkpointed_relaxed_cells_give_the_same_values_and_gradients(fuse):
+    """checkpoint_relaxed recomputes in backward what the forward saw: batch groups and constant weights."""
+    from unas_lightning.step_objective import held_constant
+
+    torch.manual_seed(0)
+    plain = DartsSpace(in_channels=1, num_classes=10, channels=4, layers=3, fuse_relaxed=fuse).double()
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpoint_relaxed = True
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)  # small: float64 convolutions are slow on CPU
+    dist = ArchDistribution({k: v.detach() for k, v in plain.arch.items()})
+    zeta = {k: v.double().requires_grad_(True) for k, v in dist.rsample(0.4).zeta.items()}
+    z = dist.sample()
+
+    def phi_step(space):  # w held constant, three groups: the relaxed phi gradient only
+        with batch_groups(3), held_constant(space.weight_parameters()):
+            out = space(x, zeta)
+        grads = torch.autograd.grad(out.square().sum(), list(zeta.values()))
+        assert all(p.grad is None for p in space.weight_parameters())
+        return out, grads
+
+    out_a, g_a = phi_step(plain)
+    out_b, g_b = phi_step(ckpt)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g_a, g_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+    for space in (plain, ckpt):  # w-step on the relaxed sample: the same gradients for w
+        space(x, {k: v.detach() for k, v in zeta.items()}).square().sum().backward()
+    for a, b in zip(plain.weight_parameters(), ckpt.weight_parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(plain(x, z), ckpt(x, z))  # one-hot cells are not checkpointed

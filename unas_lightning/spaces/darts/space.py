@@ -23,10 +23,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from unas_lightning.distributions import Arch
 from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
-from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d
+from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d, batch_groups, current_groups
 from unas_lightning.spaces.darts.fused import FusedCell, fusable
 from unas_lightning.spaces.darts.genotype import CELL_TYPES, DartsGenotype, Node
 from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, DartsNetworkImageNet, reduction_layers
@@ -101,6 +102,11 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         fuse_relaxed: run a cell whose coefficients are all non-zero (relaxed zeta, softmax(phi)) as a
             few wide operations (``spaces/darts/fused.py``): the same function at a fraction of the
             per-operation overhead. ``False`` keeps the edge-by-edge loop (for comparisons).
+        checkpoint_relaxed: recompute each relaxed cell's activations in the backward pass instead of
+            holding them (activation checkpointing): a relaxed pass then holds the cells' outputs and one
+            cell's activations at a time, for one more forward of the relaxed cells. What lets the paper's
+            REBAR step (relaxed passes on the train and the val batch) fit where the DARTS first-order
+            step fits; one-hot cells are not affected.
 
     Examples:
         >>> import torch
@@ -127,6 +133,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         channels_last: bool = True,
         fuse_relaxed: bool = True,
         stem: Literal["cifar", "imagenet"] = "cifar",
+        checkpoint_relaxed: bool = False,
     ):
         super().__init__(in_channels, num_classes)
         for name, value in [
@@ -188,6 +195,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         self.classifier = nn.Linear(c_p, num_classes)
         self.channels_last = channels_last
         self.fuse_relaxed = bool(fuse_relaxed)
+        self.checkpoint_relaxed = bool(checkpoint_relaxed)
         self._all_cells_fuse = all(cell.fused is not None for cell in self.cells)
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -231,7 +239,11 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         if self.stem_kind == "imagenet":
             s1 = self.stem1(s0)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
+            cell_plan = plans["reduce" if cell.reduction else "normal"]
+            if self.checkpoint_relaxed and torch.is_grad_enabled() and _relaxed(cell_plan):
+                s0, s1 = s1, _checkpointed(cell, s0, s1, cell_plan)
+            else:
+                s0, s1 = s1, cell(s0, s1, cell_plan)
         return self.classifier(self.pool(s1).flatten(1))
 
     def architecture_penalty(self, arch: Mapping[str, Tensor]) -> Tensor:
@@ -296,3 +308,32 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
                 genotype, *sizes, auxiliary=False, stem_multiplier=self.stem_multiplier, stem_stride=self.stem_stride
             )
         return net.to(self.classifier.weight.device)
+
+
+def _relaxed(plan: CellPlan) -> bool:
+    """Whether a cell's plan mixes operations (some node computes more than its two chosen terms)."""
+    return isinstance(plan, Dense) or any(len(terms) > 2 for terms in plan)
+
+
+def _checkpointed(cell: SearchCell, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
+    """``cell(s0, s1, plan)`` whose activations are recomputed in backward (``checkpoint_relaxed``).
+
+    The recomputation runs outside the caller's context, so it re-enters what the forward saw: the
+    ``batch_groups`` of the pass, and which weights were held constant (the phi-step holds w constant:
+    recomputing with w trainable would build another graph and give w gradients).
+    """
+    groups = current_groups()
+    constant = [p for p in cell.parameters() if not p.requires_grad]
+
+    def run(s0: Tensor, s1: Tensor) -> Tensor:
+        trainable = [p for p in constant if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            with batch_groups(groups):
+                return cell(s0, s1, plan)
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+
+    return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=False)
