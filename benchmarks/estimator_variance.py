@@ -183,10 +183,13 @@ def part_b(args) -> None:
     estimators = [
         ("Reinforce, EMA baseline", Reinforce()),
         ("RLOO k=3", Reinforce(num_samples=3)),
-        ("Rebar (paper: tau=0.4, eta=1)", Rebar()),
+        ("Rebar (paper: tau=0.4, eta=1), coupled zeta~", Rebar(conditional="coupled")),
         ("Rebar (paper), independent zeta~", Rebar(conditional="independent")),
-        ("Rebar self-tuning eta, beta (closed form)", Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05)),
-        ("Rebar self-tuning eta, beta, tau", Rebar(self_tuning=True, tune_lr=0.05)),
+        (
+            "Rebar self-tuning eta, beta (closed form), coupled",
+            Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="coupled"),
+        ),
+        ("Rebar self-tuning eta, beta, tau, coupled", Rebar(self_tuning=True, tune_lr=0.05, conditional="coupled")),
         (
             "Rebar self-tuning eta, beta (closed form), independent zeta~",
             Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="independent"),
@@ -199,10 +202,14 @@ def part_b(args) -> None:
         module.cv_examples = m
         sub_batch = module.step_loss(batch)  # its relaxed() is the objective on m examples
         for name, est in [
-            (f"Rebar (paper), relaxed terms on {m} of 32 examples", Rebar()),
+            (f"Rebar (paper), coupled, relaxed terms on {m} of 32 examples", Rebar(conditional="coupled")),
             (
-                f"Rebar self-tuning eta, beta, relaxed terms on {m} of 32",
-                Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05),
+                f"Rebar self-tuning eta, beta, coupled, relaxed terms on {m} of 32",
+                Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="coupled"),
+            ),
+            (
+                f"Rebar self-tuning eta, beta, independent, relaxed terms on {m} of 32",
+                Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="independent"),
             ),
         ]:
             estimators.insert(-1, (name, est))

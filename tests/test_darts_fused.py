@@ -76,8 +76,9 @@ def test_a_deep_copy_fuses_its_own_weights():
     assert not torch.allclose(twin(x, zeta), fused(x, zeta))
 
 
+@pytest.mark.parametrize("per_example", [False, True])
 @pytest.mark.parametrize("fuse", [True, False])
-def test_checkpointed_relaxed_cells_give_the_same_values_and_gradients(fuse):
+def test_checkpointed_relaxed_cells_give_the_same_values_and_gradients(fuse, per_example):
     """checkpoint_relaxed recomputes in backward what the forward saw: batch groups and constant weights."""
     from unas_lightning.step_objective import held_constant
 
@@ -86,7 +87,8 @@ def test_checkpointed_relaxed_cells_give_the_same_values_and_gradients(fuse):
     ckpt = copy.deepcopy(plain)
     ckpt.checkpoint_relaxed = True
     x = torch.randn(6, 1, 8, 8, dtype=torch.float64)  # small: float64 convolutions are slow on CPU
-    dist = ArchDistribution({k: v.detach() for k, v in plain.arch.items()})
+    rows = (6,) if per_example else ()  # per-example rows: each checkpointed group slices its own
+    dist = ArchDistribution({k: v.detach().expand(*rows, *v.shape) for k, v in plain.arch.items()})
     zeta = {k: v.double().requires_grad_(True) for k, v in dist.rsample(0.4).zeta.items()}
     z = dist.sample()
 

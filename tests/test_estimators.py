@@ -84,7 +84,7 @@ def test_contract(cls):
         Rebar(),
         Rebar(temperature=1.0, eta=0.5),
         Rebar(num_samples=3),
-        Rebar(conditional="independent"),
+        Rebar(conditional="coupled"),
         IndeCateR(),
     ],
     ids=[
@@ -94,7 +94,7 @@ def test_contract(cls):
         "rebar",
         "rebar-tau1-eta0.5",
         "rebar-loo-3",
-        "rebar-independent",
+        "rebar-coupled",
         "indecater",
     ],
 )

@@ -103,9 +103,9 @@ def test_cv_examples_evaluates_the_relaxed_terms_on_a_sub_batch(tmp_path):
     L.seed_everything(0)
     module = SearchModule(Recording(channels=4, layers=3), Rebar(), objective="gen", warmup_epochs=0, cv_examples=4)
     tiny_trainer(tmp_path, epochs=1).fit(module, datamodule=tiny_data())
-    # relaxed: one grouped pass over the coupled point (zeta = zeta~ in value) x (train, val) x 4 examples;
+    # relaxed: one grouped pass over (zeta, zeta~) x (train, val) x 4 examples;
     # one-hot: L(z) over (train, val) x 16 in one pass, the w-step and validation over 16
-    assert {b for relaxed, b in seen if relaxed} == {2 * 4}
+    assert {b for relaxed, b in seen if relaxed} == {2 * 2 * 4}
     assert {b for relaxed, b in seen if not relaxed} == {2 * 16, 16}
     assert any(p.abs().sum() > 0 for p in module.space.arch_parameters()), "phi did not move"
 

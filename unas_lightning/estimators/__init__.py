@@ -12,12 +12,12 @@ black-box estimator (``BlackBox``) needs only values of the loss at one-hot arch
 | ``GumbelSoftmax`` | SNAS reparameterized relaxed sample | no | 1 relaxed |
 | ``Reinforce`` | score function, EMA baseline (Eq. 1/2) | yes | 1 discrete |
 | ``Reinforce(num_samples=k)`` | RLOO: k samples, leave-one-out baselines | yes | k discrete |
-| ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | k x (1 discrete + 1 relaxed) * |
-| ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ k of g) * |
+| ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | k x (1 discrete + 2 relaxed) * |
+| ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ 2k of g) * |
 | ``IndeCateR`` | every category of each row, others fixed | yes | 1 + sum_r (K_r - 1) discrete |
 
-\* with the default coupled zeta~ (one relaxed evaluation serves c(zeta) and c(zeta~)); two with
-``conditional="independent"``. Self-tuning ``Rebar``/``Relax`` learn eta and beta in closed form at no
+\* with the default independent zeta~; one relaxed evaluation with ``conditional="coupled"`` (it serves
+c(zeta) and c(zeta~)). Self-tuning ``Rebar``/``Relax`` learn eta and beta in closed form at no
 extra cost; learning the temperature too adds a double backward through the relaxed evaluations (no
 extra evaluations of the loss). With per-example architectures (logits with a leading batch dimension B and a
 loss_fn returning [B]) each evaluation covers all B examples at once.

@@ -43,8 +43,8 @@ class Relax(ControlVariateEstimator, BlackBox):
         self_tuning: also learn eta, temperature and beta by the variance objective.
         tune_lr: learning rate of the estimator's Adam optimizer (g and the tuned quantities).
         tune_temperature: with ``self_tuning``, also learn tau (needs a double backward through g).
-        conditional: ``"coupled"`` (zeta~ from the sample's own race, one evaluation of g per sample) or
-            ``"independent"`` (fresh noise, two).
+        conditional: ``"independent"`` (fresh noise, two evaluations of g per sample; the default) or
+            ``"coupled"`` (zeta~ from the sample's own race, one).
 
     Examples:
         >>> import torch
@@ -65,7 +65,7 @@ class Relax(ControlVariateEstimator, BlackBox):
         self_tuning: bool = False,
         tune_lr: float = 0.01,
         tune_temperature: bool = True,
-        conditional: Literal["coupled", "independent"] = "coupled",
+        conditional: Literal["coupled", "independent"] = "independent",
     ):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {list(FITS)}, got {fit!r}.")

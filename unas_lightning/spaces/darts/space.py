@@ -318,22 +318,44 @@ def _relaxed(plan: CellPlan) -> bool:
 def _checkpointed(cell: SearchCell, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
     """``cell(s0, s1, plan)`` whose activations are recomputed in backward (``checkpoint_relaxed``).
 
-    The recomputation runs outside the caller's context, so it re-enters what the forward saw: the
-    ``batch_groups`` of the pass, and which weights were held constant (the phi-step holds w constant:
-    recomputing with w trainable would build another graph and give w gradients).
+    Inside ``batch_groups(g)`` each of the g groups is its own checkpoint (the groups are independent
+    evaluations: their concatenation is the grouped pass), so the backward recomputes one group's
+    activations at a time. The recomputation runs outside the caller's context, so it re-enters what
+    the forward saw: which weights were held constant (the phi-step holds w constant; recomputing with w
+    trainable would build another graph and give w gradients).
     """
     groups = current_groups()
     constant = [p for p in cell.parameters() if not p.requires_grad]
 
-    def run(s0: Tensor, s1: Tensor) -> Tensor:
+    def run(s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
         trainable = [p for p in constant if p.requires_grad]
         for p in trainable:
             p.requires_grad_(False)
         try:
-            with batch_groups(groups):
+            with batch_groups(1):
                 return cell(s0, s1, plan)
         finally:
             for p in trainable:
                 p.requires_grad_(True)
 
-    return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=False)
+    n = s0.shape[0] // groups
+    outs = [
+        checkpoint(
+            run,
+            s0[i * n : (i + 1) * n],
+            s1[i * n : (i + 1) * n],
+            _rows(plan, i * n, (i + 1) * n),
+            use_reentrant=False,
+            preserve_rng_state=False,
+        )
+        for i in range(groups)
+    ]
+    return outs[0] if groups == 1 else torch.cat(outs)
+
+
+def _rows(plan: CellPlan, start: int, stop: int) -> CellPlan:
+    """The plan of examples start..stop: per-example coefficients ([B, n + 2, K] in a ``Dense`` plan,
+    [B, 1, 1, 1] in a term list) sliced, shared ones kept."""
+    if isinstance(plan, Dense):
+        return Dense(a[start:stop] if a.dim() == 3 else a for a in plan)
+    return [[(m, k, c[start:stop] if c is not None and c.dim() == 4 else c) for m, k, c in terms] for terms in plan]
