@@ -80,9 +80,14 @@ def _quiet(out: Path, name: str) -> list[str]:
 
 
 def _cli(args: list[str]):
+    """``unas-cli ARGS`` in this process (the benchmark's own command line hidden from LightningCLI)."""
     from unas_lightning.cli import UnasCLI
 
-    return UnasCLI(args=args)
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return UnasCLI(args=args)
+    finally:
+        sys.argv = argv
 
 
 def search(method: str, seed: int, args, out: Path) -> dict:
@@ -210,7 +215,7 @@ def plot(results: dict, path: Path) -> None:
         ax.hlines(statistics.mean(accs), i - 0.3, i + 0.3, color="black", linewidth=1.5, zorder=4)
     ax.set_xticks(range(len(methods)), methods, rotation=20)
     ax.set_ylabel("test accuracy after retraining (%)")
-    ax.set_title("Searched cells vs random cells (Fashion-MNIST, every run shown; bar: mean)")
+    ax.set_title("Searched vs random cells, Fashion-MNIST (every run; bar: mean)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
