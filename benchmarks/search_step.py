@@ -194,6 +194,17 @@ def _module(method: str, args):
     raise ValueError(method)
 
 
+def _row(method: str, times: list[float], memory: _Memory, device) -> dict:
+    """A worker's JSON row: step times, peak memory above the start and in all, the device."""
+    return {
+        "method": method,
+        "times": times,
+        "peak_mib": memory.peak(),
+        "total_mib": memory.total(),
+        "device": str(device),
+    }
+
+
 def worker(method: str, args) -> dict:
     """Time ``args.steps`` steps of one method after ``args.warmup`` untimed ones; returns a JSON row."""
     import lightning as L
@@ -229,13 +240,7 @@ def worker(method: str, args) -> dict:
                 times.append(time.perf_counter() - t0)
             if i + 1 == args.warmup + args.steps:
                 break
-        return {
-            "method": method,
-            "times": times,
-            "peak_mib": memory.peak(),
-            "total_mib": memory.total(),
-            "device": str(device),
-        }
+        return _row(method, times, memory, device)
 
     class StepTimer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -267,13 +272,7 @@ def worker(method: str, args) -> dict:
             default_root_dir=root,
         )
         trainer.fit(module, datamodule=_data(args))
-    return {
-        "method": method,
-        "times": times,
-        "peak_mib": memory.peak(),
-        "total_mib": memory.total(),
-        "device": str(device),
-    }
+    return _row(method, times, memory, device)
 
 
 def main() -> None:
