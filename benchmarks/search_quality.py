@@ -10,8 +10,9 @@ Fashion-MNIST data set:
 1. **Searches**: the quickstart config (``configs/search/quickstart.yaml``) with, per method, the
    overrides below, one run per seed; the genotype each writes is its result.
 2. **Random cells**: architectures drawn uniformly from the same space (seeded).
-3. **Retraining**: every searched and random cell is trained from scratch with one fixed short recipe
-   (``configs/retrain/quick_fmnist.yaml`` cut to ``--retrain-steps`` steps) and tested on the test set.
+3. **Retraining**: every searched and random cell is trained from scratch with one fixed short recipe,
+   ``configs/retrain/quick_fmnist.yaml`` as it is (its per-epoch validation off), and tested on
+   ``--test-batches`` batches of the test set.
 4. **Weight-sharing diagnostics**: a supernet is trained with phi held uniform (the search's warm-up
    only) for each w-step mode (one-hot samples, relaxed samples at tau 0.4, the softmax mixture); its
    accuracy at every random cell (shared weights, ``ranking.supernet_accuracy``) is compared in order
@@ -79,6 +80,11 @@ def _quiet(out: Path, name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _override(flag: str, value) -> list[str]:
+    """``[flag, value]``, or nothing when ``value`` is None (the config's own setting stays)."""
+    return [] if value is None else [flag, str(value)]
+
+
 def _cli(args: list[str]):
     """``unas-cli ARGS`` in this process (the benchmark's own command line hidden from LightningCLI)."""
     from unas_lightning.cli import UnasCLI
@@ -94,12 +100,14 @@ def search(method: str, seed: int, args, out: Path) -> dict:
     """One search through the CLI; returns its genotype (as a dict), the wall time and the run's directory."""
     name = f"search_{method}_{seed}"
     t0 = time.perf_counter()
+    budget = _override("--trainer.max_epochs", args.search_epochs)
+    budget += _override("--trainer.limit_train_batches", args.search_steps)
+    budget += _override("--model.init_args.warmup_epochs", args.warmup_epochs)
     cli = _cli(
         [
             *("fit", "--config", str(SEARCH_CONFIG), *METHODS[method], "--seed_everything", str(seed)),
             *_quiet(out, name),
-            *("--trainer.max_epochs", str(args.search_epochs), "--trainer.limit_train_batches", str(args.search_steps)),
-            *("--model.init_args.warmup_epochs", str(args.warmup_epochs), "--trainer.limit_val_batches", "2"),
+            *budget,
         ]
     )
     seconds = time.perf_counter() - t0
@@ -139,12 +147,8 @@ def retrain(genotype: dict, tag: str, args, out: Path) -> dict:
                 "0",
             ),
             *_quiet(out, name),
-            *(
-                "--trainer.max_epochs",
-                str(args.retrain_epochs),
-                "--trainer.limit_train_batches",
-                str(args.retrain_steps),
-            ),
+            *_override("--trainer.max_epochs", args.retrain_epochs),
+            *_override("--trainer.limit_train_batches", args.retrain_steps),
             *("--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"),
         ]
     )
@@ -159,12 +163,12 @@ def supernet_ranking(w_step: str, cells: list[dict], standalone: list[float], ar
     from unas_lightning.ranking import rank_agreement, supernet_accuracy
 
     name = "supernet_" + w_step.replace(" ", "_")
-    epochs = args.search_epochs
+    epochs = args.search_epochs or 4  # the quickstart's 4 epochs, all of them warm-up
     cli = _cli(
         [
             *("fit", "--config", str(SEARCH_CONFIG), "--model.init_args.w_step_arch", W_STEPS[w_step]),
             *_quiet(out, name),
-            *("--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", str(args.search_steps)),
+            *("--trainer.max_epochs", str(epochs), *_override("--trainer.limit_train_batches", args.search_steps)),
             *("--model.init_args.warmup_epochs", str(epochs), "--trainer.limit_val_batches", "0"),
         ]
     )
@@ -228,11 +232,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join([*METHODS, "random"]))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--random-cells", type=int, default=16)
-    parser.add_argument("--search-epochs", type=int, default=4, help="as the quickstart")
-    parser.add_argument("--search-steps", type=int, default=100, help="search steps per epoch (quickstart: 100)")
-    parser.add_argument("--warmup-epochs", type=int, default=2, help="as the quickstart")
-    parser.add_argument("--retrain-epochs", type=int, default=2)
-    parser.add_argument("--retrain-steps", type=int, default=100, help="training steps per retraining epoch")
+    parser.add_argument("--search-epochs", type=int, default=None, help="default: the quickstart's (4)")
+    parser.add_argument("--search-steps", type=int, default=None, help="default: the quickstart's (100)")
+    parser.add_argument("--warmup-epochs", type=int, default=None, help="default: the quickstart's (2)")
+    parser.add_argument("--retrain-epochs", type=int, default=None, help="default: quick_fmnist.yaml's (2)")
+    parser.add_argument("--retrain-steps", type=int, default=None, help="default: quick_fmnist.yaml's (100)")
     parser.add_argument("--test-batches", type=int, default=40, help="test batches of 64 (40: 2560 images)")
     parser.add_argument("--rank-batches", type=int, default=20, help="search-val batches per supernet accuracy")
     parser.add_argument("--w-steps", default=",".join(W_STEPS), help="supernet w-step modes to rank with")

@@ -80,7 +80,7 @@ def test_a_deep_copy_fuses_its_own_weights():
 @pytest.mark.parametrize("fuse", [True, False])
 def test_checkpointed_relaxed_cells_give_the_same_values_and_gradients(fuse, per_example):
     """checkpoint_relaxed recomputes in backward what the forward saw: batch groups and constant weights."""
-    from unas_lightning.step_objective import held_constant
+    from unas_lightning.held_constant import held_constant
 
     torch.manual_seed(0)
     plain = DartsSpace(in_channels=1, num_classes=10, channels=4, layers=3, fuse_relaxed=fuse).double()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +10,7 @@ from torch import Tensor
 
 from unas_lightning import objectives
 from unas_lightning.distributions import Arch, expand_rows
+from unas_lightning.held_constant import held_constant
 from unas_lightning.losses import ArchLoss
 from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import batch_groups
@@ -157,23 +157,6 @@ class StepObjective(ArchLoss):
         parts[f"L_{self.objective}"] = value.detach().mean()
         self._observed[one_hot].append(parts)
         return value
-
-
-@contextmanager
-def held_constant(params: Iterable[Tensor]) -> Iterator[None]:
-    """Within this block ``params`` do not require gradients: computations use them as constants.
-
-    Cheaper than ``torch.func.functional_call`` with detached copies (which re-binds every
-    parameter of a module tree of thousands of modules on each call) and equivalent for autograd.
-    """
-    params = [p for p in params if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _one_hot(arch: Arch) -> bool:

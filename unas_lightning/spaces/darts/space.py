@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from unas_lightning.distributions import Arch
+from unas_lightning.held_constant import held_constant
 from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d, batch_groups, current_groups
 from unas_lightning.spaces.darts.fused import FusedCell, fusable
@@ -328,15 +329,8 @@ def _checkpointed(cell: SearchCell, s0: Tensor, s1: Tensor, plan: CellPlan) -> T
     constant = [p for p in cell.parameters() if not p.requires_grad]
 
     def run(s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
-        trainable = [p for p in constant if p.requires_grad]
-        for p in trainable:
-            p.requires_grad_(False)
-        try:
-            with batch_groups(1):
-                return cell(s0, s1, plan)
-        finally:
-            for p in trainable:
-                p.requires_grad_(True)
+        with batch_groups(1), held_constant(constant):
+            return cell(s0, s1, plan)
 
     n = s0.shape[0] // groups
     outs = [
