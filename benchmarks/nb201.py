@@ -34,13 +34,14 @@ DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 
 def estimators() -> dict:
     """name -> (factory, description); each factory builds a fresh estimator (learned state reset)."""
-    from unas_lightning.estimators import IndeCateR, Reinforce, Relax
+    from unas_lightning.estimators import IndeCateR, Reinforce, Relax, UnorderedSet
 
     return {
         "reinforce": (lambda: Reinforce(), "REINFORCE, EMA baseline (decay 0.9), 1 sample/step"),
         "rloo4": (lambda: Reinforce(num_samples=4), "REINFORCE, 4 samples, leave-one-out baselines (RLOO)"),
         "relax4": (lambda: Relax(num_samples=4), "RELAX, linear surrogate g fitted online, 4 samples"),
         "indecater": (lambda: IndeCateR(), "IndeCateR, every op of each edge (25 queries/step)"),
+        "unordered4": (lambda: UnorderedSet(num_samples=4), "unordered set, 4 distinct cells, built-in baseline"),
     }
 
 
@@ -101,10 +102,16 @@ def run(args) -> dict:
         budget = float(table.latencies_ms.median())
         q = args.tune_budget
         lr = results["lr"]["relax4"]["chosen"]
-        relax = [search_table(table, found["relax4"][0](), q, seed=s, lr=lr, max_latency_ms=budget)[q] for s in seeds]
+        relax = [
+            search_table(
+                table, found["relax4"][0](), q, seed=s, lr=lr, max_latency_ms=budget, latency_weight=args.latency_weight
+            )[q]
+            for s in seeds
+        ]
         rand = [random_search(table, q, seed=s, max_latency_ms=budget) for s in seeds]
         results["latency"] = {
             "budget_ms": budget,
+            "weight": args.latency_weight,
             "queries": q,
             "optimum": table.best(budget)[1],
             "relax4": [p.to_dict() for p in relax],
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budgets", default="100,300,1000", help="queries at which the table reports")
     parser.add_argument("--curve", default="50,100,200,300,500,1000", help="queries at which the plot reports")
-    parser.add_argument("--lrs", default="0.03,0.1,0.3", help="learning rates of phi tried on CIFAR-10")
+    parser.add_argument("--lrs", default="0.05,0.1,0.2,0.4", help="learning rates of phi tried on CIFAR-10")
+    parser.add_argument("--latency-weight", type=float, default=0.1, help="weight of the latency hinge")
     parser.add_argument("--tune-budget", type=int, default=300)
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency table")
     parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")

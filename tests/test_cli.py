@@ -134,6 +134,10 @@ GPU_CONFIGS = {
     "retrain/darts_cifar100.yaml": "not found under",
     "retrain/darts_imagenet.yaml": "DIR/train and DIR/val",
     "retrain/proxyless_imagenet.yaml": "DIR/train and DIR/val",
+    "search/nb201_cifar10.yaml": "not found under",
+    "search/nb201_cifar100.yaml": "not found under",
+    "retrain/nb201_cifar10.yaml": "not found under",
+    "retrain/nb201_cifar100.yaml": "not found under",
 }
 
 

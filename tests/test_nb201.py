@@ -196,3 +196,57 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
     cli.trainer.limit_test_batches = 2
     result = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     assert 0.0 <= result["test/acc_top1"] <= 1.0
+
+
+def test_search_table_keeps_to_its_budgets_and_random_search_to_its_latency(cifar10):
+    from unas_lightning.estimators import IndeCateR, UnorderedSet
+    from unas_lightning.tabular import random_search, search_table
+
+    for estimator in [Reinforce(num_samples=4), UnorderedSet(num_samples=4), IndeCateR()]:
+        points = search_table(cifar10, estimator, [30, 100], seed=0)
+        assert sorted(points) == [30, 100]
+        assert points[100].accuracy == pytest.approx(cifar10.accuracy(points[100].genotype))
+    budget = float(cifar10.latencies_ms.median())
+    point = random_search(cifar10, 50, seed=0, max_latency_ms=budget)
+    assert point.latency_ms <= budget and point.accuracy == pytest.approx(cifar10.accuracy(point.genotype))
+    with pytest.raises(ValueError, match="black-box estimator"):
+        from unas_lightning.estimators import Rebar
+
+        search_table(cifar10, Rebar(), 10)
+
+
+def test_tabular_search_runs_from_the_cli_within_its_query_budget(tmp_path):
+    from unas_lightning.cli import UnasCLI
+
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/nb201_tabular.yaml"),
+        "--model.init_args.queries", "42",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    cli = UnasCLI(args=args)
+    assert cli.model.objective.queries == 40  # 10 steps of RLOO-4; an 11th would exceed the budget
+    written = load_genotype(next(tmp_path.rglob("genotype.json")))
+    assert written == cli.model.genotype()
+    logged = cli.trainer.callback_metrics
+    assert float(logged["table/accuracy"]) == pytest.approx(NB201Table("cifar10").accuracy(written), abs=1e-4)
+    assert float(logged["table/queries"]) == 40
+
+
+def test_nb201_benchmark_quick_runs_end_to_end(tmp_path):
+    """benchmarks/nb201.py --quick: every method and random search on CIFAR-10, the latency table, the plot."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import nb201
+    finally:
+        sys.path.pop(0)
+    nb201.main(["--quick", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    methods = results["datasets"]["cifar10"]["methods"]
+    assert list(methods) == ["random", *nb201.estimators()]
+    assert all(len(curve) == 2 for m in methods.values() for curve in m["curve"].values())  # 2 seeds
+    assert set(results["latency"]) >= {"budget_ms", "relax4", "random"}
+    assert (tmp_path / "nb201_queries.png").stat().st_size > 0
+    assert "| random search |" in (tmp_path / "table.md").read_text()
