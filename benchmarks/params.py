@@ -9,6 +9,7 @@ element-wise additions are not counted), for one image (32x32 CIFAR, 224x224 Ima
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def build(name: str, network: str) -> tuple[torch.nn.Module, tuple[int, int, int
     return ProxylessNet(genotype, 3, 1000), (3, 224, 224)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)  # --help, and no stray arguments
     print("`python benchmarks/params.py`\n")
     print("| genotype | network | params (M) | published | diff | multiply-adds (M) | published | source |")
     print("|---|---|---|---|---|---|---|---|")

@@ -4,11 +4,12 @@ Nothing inside ``unas_lightning`` changes: put this file's folder on ``PYTHONPAT
 
     PYTHONPATH=examples unas-cli fit --config configs/search/quickstart.yaml --config examples/custom_estimator.yaml
 
-``StraightThroughGumbel`` is the straight-through Gumbel-softmax estimator (Bengio et al. 2013; Jang
-et al. 2017): the forward pass uses the one-hot sample z, the backward pass the gradient of its
-relaxation zeta. It is biased, cheap (one evaluation at z) and a classic baseline next to REBAR. It
-builds on ``Relaxation`` (a temperature, one evaluation); any ``Estimator`` subclass with a
-``surrogate(logits, loss_fn)`` method works the same way.
+``StraightThroughSoftmax`` is the original straight-through estimator (Bengio et al. 2013): the forward
+pass uses the one-hot sample z ~ p_phi, the backward pass the gradient of the probabilities
+p = softmax(phi) themselves (no Gumbel noise, no temperature). It is biased, cheap (one evaluation at z)
+and the first-order method that the package's ``ReinMax`` corrects to second order. It builds on
+``Relaxation`` (one evaluation); any ``Estimator`` subclass with a ``surrogate(logits, loss_fn)`` method
+works the same way.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from unas_lightning.distributions import ArchDistribution
 from unas_lightning.estimators.relaxation import Relaxation
 
 
-class StraightThroughGumbel(Relaxation):
-    """Straight-through Gumbel-softmax: L evaluated at one-hot z, differentiated through zeta.
+class StraightThroughSoftmax(Relaxation):
+    """Straight-through: L evaluated at one-hot z ~ p_phi, differentiated through p = softmax(phi / tau).
 
-    Cost: one evaluation of ``loss_fn`` at z (with gradient through the relaxation).
+    Cost: one evaluation of ``loss_fn`` at z (with gradient through the probabilities).
 
     Args:
-        temperature: tau of the relaxation that carries the gradient.
+        temperature: tau of the softmax that carries the gradient (Bengio et al.: 1).
     """
 
     def relax(self, logits):
-        s = ArchDistribution(logits).rsample(self.temperature)
-        hard = {k: s.z[k] - s.zeta[k].detach() + s.zeta[k] for k in s.z}  # value z, gradient of zeta
-        return hard, s.z
+        dist = ArchDistribution(logits)
+        z = dist.sample()
+        p = {k: (v / self.temperature).softmax(-1) for k, v in logits.items()}
+        return {k: z[k] + p[k] - p[k].detach() for k in z}, z  # value z, gradient of p

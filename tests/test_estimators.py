@@ -21,8 +21,11 @@ from unas_lightning.estimators import (
     IndeCateR,
     Rebar,
     Reinforce,
+    ReinMax,
     Relax,
     Softmax,
+    StraightThroughGumbel,
+    UnorderedSet,
 )
 from unas_lightning.estimators.exact import exact_gradient, sample_gradients, z_scores
 from unas_lightning.estimators.surrogates import LinearSurrogate
@@ -56,7 +59,7 @@ def lookup_table_loss(seed: int = 1):
     return loss_fn
 
 
-ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar, Relax, IndeCateR]
+ALL = [Softmax, GumbelSoftmax, Reinforce, Rebar, Relax, IndeCateR, UnorderedSet, StraightThroughGumbel, ReinMax]
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -140,6 +143,59 @@ def test_gumbel_softmax_is_detected_as_biased():
     assert z.abs().max() > 10, f"the test lacks power: z-scores {z.tolist()}"
 
 
+def test_reinmax_is_exact_to_second_order_and_straight_through_is_biased():
+    """One categorical row, L a function of w . z: ReinMax's mean matches the exact gradient for a linear and a
+    quadratic L (its Heun step is exact to second order) and is detected as biased for sin(5 w . z);
+    straight-through Gumbel is biased already for the linear L."""
+    torch.manual_seed(3)
+    logits = {"op": 0.8 * torch.randn(4)}
+    w = torch.randn(4)
+    linear = lambda a: (w * a["op"]).sum()
+    quadratic = lambda a: (w * a["op"]).sum() ** 2 + a["op"][0] * a["op"][1]
+    wavy = lambda a: torch.sin(5 * (w * a["op"]).sum())
+    for make, loss_fn, unbiased in [
+        (ReinMax, linear, True),
+        (ReinMax, quadratic, True),
+        (ReinMax, wavy, False),
+        (StraightThroughGumbel, linear, False),
+    ]:
+        z = z_scores(sample_gradients(make(), logits, loss_fn, n=3000), exact_gradient(logits, loss_fn)).abs().max()
+        assert (z < 4.5) if unbiased else (z > 10), (make.__name__, float(z))
+
+
+def test_unordered_set_probabilities_sum_to_one_over_all_sets():
+    """P(S) over every k-subset of a small distribution sums to 1 (also with mass excluded and renormalized)."""
+    import itertools
+
+    from unas_lightning.estimators.unordered_set import set_probability
+
+    p = torch.softmax(torch.randn(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0)
+    for k in (1, 2, 3):
+        total = sum(set_probability(p[list(s)]) for s in itertools.combinations(range(6), k))
+        assert float(total) == pytest.approx(1.0, abs=1e-12)
+    rest = [1, 2, 3, 4, 5]
+    total = sum(set_probability(p[list(s)], excluded=float(p[0])) for s in itertools.combinations(rest, 2))
+    assert float(total) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_unordered_set_draws_distinct_architectures_and_refuses_large_spaces():
+    seen = []
+    est = UnorderedSet(num_samples=4)
+    logits, _ = toy_problem()
+    leaves = {k: v.clone().requires_grad_(True) for k, v in logits.items()}
+
+    def loss_fn(arch):
+        seen.append(tuple(torch.cat([a.reshape(-1) for a in arch.values()]).tolist()))
+        return torch.tensor(float(len(seen)))
+
+    est.surrogate(leaves, loss_fn)
+    assert len(seen) == len(set(seen)) == 4
+    with pytest.raises(ValueError, match="Reinforce\\(num_samples=k\\) for larger ones"):
+        UnorderedSet(max_architectures=10).surrogate(leaves, loss_fn)
+    with pytest.raises(ValueError, match="from 2 to 8"):
+        UnorderedSet(num_samples=1)
+
+
 def test_softmax_relaxation_is_detected_as_biased():
     logits, loss_fn = toy_problem()
     exact = exact_gradient(logits, loss_fn)
@@ -212,8 +268,8 @@ def test_self_tuning_rebar_stays_unbiased_while_its_temperature_moves():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: Reinforce(num_samples=4), IndeCateR, lambda: Relax(num_samples=3)],
-    ids=["rloo", "indecater", "relax-loo"],
+    [lambda: Reinforce(num_samples=4), IndeCateR, lambda: Relax(num_samples=3), lambda: UnorderedSet(num_samples=3)],
+    ids=["rloo", "indecater", "relax-loo", "unordered-set-3"],
 )
 def test_black_box_multi_evaluation_estimators_are_unbiased_on_a_lookup_table(make):
     torch.manual_seed(15)

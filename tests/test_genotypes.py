@@ -112,3 +112,18 @@ def test_cell_dot_has_two_labelled_inputs_per_node_and_feeds_the_output():
     assert len(edges) == 2 * len(genotype.nodes("normal"))
     assert '"0" -> "3" [label="dil_conv_3x3"];' in dot  # DARTS_V2's last normal node reads node 0
     assert dot.count('-> "c_{k}"') == len(genotype.nodes("normal"))
+
+
+def test_atomically_written_files_get_the_usual_mode(tmp_path):
+    """genotype.json and summary.json are written through a private temporary file; the result is 0666 - umask."""
+    import os
+    import stat
+
+    from unas_lightning.files import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "genotype.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

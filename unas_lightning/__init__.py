@@ -10,6 +10,7 @@ from unas_lightning.data import (
 )
 from unas_lightning.retrain import RetrainModule
 from unas_lightning.search import SearchModule
+from unas_lightning.tabular import TabularSearch
 
 __all__ = [
     "CIFAR10DataModule",
@@ -19,6 +20,7 @@ __all__ = [
     "MNISTDataModule",
     "RetrainModule",
     "SearchModule",
+    "TabularSearch",
     "VisionDataModule",
 ]
 __version__ = "0.1.0"

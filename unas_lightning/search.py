@@ -21,6 +21,7 @@ from unas_lightning.distributions import expand_rows
 from unas_lightning.estimators import Estimator, Rebar
 from unas_lightning.nonfinite import NonFiniteGuard
 from unas_lightning.spaces.base import ArchitecturePenalty, SearchSpace
+from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.step_objective import StepObjective
 from unas_lightning.w_step import WStepArch, resolve_w_step_arch
 
@@ -173,6 +174,10 @@ class SearchModule(L.LightningModule):
                 raise ValueError("hardware costs need the data module's example_shape (channels, height, width).")
             for cost in self.costs:
                 cost.setup(self.space, shape, self.trainer.strategy)
+
+    def genotype(self) -> Genotype:
+        """The search's result so far: the space's most probable architecture (``GenotypeWriter`` writes it)."""
+        return self.space.genotype()
 
     def configure_callbacks(self) -> list[L.Callback]:
         """``GenotypeWriter`` (and ``CostMonitor`` with costs), unless the trainer has them already."""

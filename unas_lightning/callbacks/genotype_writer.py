@@ -19,7 +19,9 @@ class GenotypeWriter(L.Callback):
     After every training epoch: ``genotype.json`` (atomically replaced), one line appended to the
     history ``genotypes.jsonl`` (epoch, step, genotype) and the genotype as TensorBoard text; at the
     end of fit: ``genotype.json`` once more. The run directory is the logger's, else the trainer's
-    ``default_root_dir``. ``SearchModule`` adds one to the trainer when none is configured.
+    ``default_root_dir``. The module names its result through ``genotype()`` (``SearchModule``: the space's
+    most probable architecture; ``TabularSearch``: the most probable cell); both add a writer to the
+    trainer when none is configured.
 
     Args:
         filename: the genotype file's name.
@@ -38,7 +40,7 @@ class GenotypeWriter(L.Callback):
 
     def write(self, trainer, pl_module, history: bool) -> None:
         """Write the genotype (and a history line), on rank 0."""
-        genotype = pl_module.space.genotype()
+        genotype = pl_module.genotype()
         folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
         if not trainer.is_global_zero:
             return

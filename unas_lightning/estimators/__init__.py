@@ -15,6 +15,9 @@ black-box estimator (``BlackBox``) needs only values of the loss at one-hot arch
 | ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | k x (1 discrete + 2 relaxed) * |
 | ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ 2k of g) * |
 | ``IndeCateR`` | every category of each row, others fixed | yes | 1 + sum_r (K_r - 1) discrete |
+| ``UnorderedSet`` | k distinct samples, built-in baseline (Kool et al. 2020); small spaces | yes | k discrete |
+| ``StraightThroughGumbel`` | value at z, gradient of its relaxation zeta | no | 1 discrete, differentiated |
+| ``ReinMax`` | straight-through, Heun's second-order correction (Liu et al. 2023) | no | 1 discrete, differentiated |
 
 \* with the default independent zeta~; one relaxed evaluation with ``conditional="coupled"`` (it serves
 c(zeta) and c(zeta~)). Self-tuning ``Rebar``/``Relax`` learn eta and beta in closed form at no
@@ -28,9 +31,12 @@ from unas_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from unas_lightning.estimators.indecater import IndeCateR
 from unas_lightning.estimators.rebar import Rebar
 from unas_lightning.estimators.reinforce import Reinforce
+from unas_lightning.estimators.reinmax import ReinMax
 from unas_lightning.estimators.relax import Relax
 from unas_lightning.estimators.relaxation import Relaxation
 from unas_lightning.estimators.softmax import Softmax
+from unas_lightning.estimators.straight_through import StraightThroughGumbel
+from unas_lightning.estimators.unordered_set import UnorderedSet
 
 __all__ = [
     "BlackBox",
@@ -40,8 +46,11 @@ __all__ = [
     "IndeCateR",
     "LossFn",
     "Rebar",
+    "ReinMax",
     "Reinforce",
     "Relax",
     "Relaxation",
     "Softmax",
+    "StraightThroughGumbel",
+    "UnorderedSet",
 ]

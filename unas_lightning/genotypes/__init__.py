@@ -12,6 +12,14 @@ ProxylessNAS space (backbone of the official UNAS code and of ProxylessNAS-GPU: 
 Both are transcribed from the official UNAS code (``proxylessnas/genotypes.py``), whose per-layer
 lists are split into the 6 shape-changing and the 15 other layers.
 
+NAS-Bench-201 space (``NB201Genotype``; "true" accuracies from the benchmark's table, cifar10-valid):
+
+* ``NB201_RESNET``: the benchmark's ResNet cell (node 1 = conv(input), node 2 = conv(node 1), output =
+  input + node 2): ``|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|``,
+  90.86% on CIFAR-10.
+* ``NB201_BEST_CIFAR10``, ``NB201_BEST_CIFAR100``: the cells of highest seed-averaged validation accuracy
+  in the table (91.61% on CIFAR-10, 73.49% on CIFAR-100), the optimum a search aims at.
+
 A file names its space (``"space"``) and, for a space defined outside this package, the genotype
 type that reads it (``"type": "module.Class"``): loading dispatches through the registry of
 ``unas_lightning.spaces.genotype``, never on concrete classes.

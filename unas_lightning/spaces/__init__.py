@@ -2,7 +2,8 @@
 
 A space is one package (supernet, ops, genotype, derived network, drawing) behind two small protocols,
 :class:`SearchSpace` and :class:`Genotype` (``docs/contracts.md``). The built-in ones are ``darts``
-(the factorized DARTS cell, Sec. 4.1) and ``proxyless`` (the ProxylessNAS MBConv chain, Sec. 5);
+(the factorized DARTS cell, Sec. 4.1), ``proxyless`` (the ProxylessNAS MBConv chain, Sec. 5) and
+``nb201`` (the NAS-Bench-201 cell, with the benchmark's tables);
 a space of one's own is a class in one's own module, chosen by ``class_path``.
 """
 
@@ -16,6 +17,7 @@ from unas_lightning.spaces.genotype import (
     genotype_type,
     registered_spaces,
 )
+from unas_lightning.spaces.nb201 import NB201Genotype, NB201Network, NB201Space
 from unas_lightning.spaces.proxyless import ProxylessBackbone, ProxylessGenotype, ProxylessNet, ProxylessSpace
 
 __all__ = [
@@ -25,6 +27,9 @@ __all__ = [
     "Drawable",
     "Genotype",
     "GroupedForward",
+    "NB201Genotype",
+    "NB201Network",
+    "NB201Space",
     "NetworkOptions",
     "Node",
     "ProxylessBackbone",
