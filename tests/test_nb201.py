@@ -220,17 +220,17 @@ def test_tabular_search_runs_from_the_cli_within_its_query_budget(tmp_path):
 
     args = [
         "fit", "--config", str(ROOT / "configs/search/nb201_tabular.yaml"),
-        "--model.init_args.queries", "42",
+        "--model.init_args.queries", "60",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     cli = UnasCLI(args=args)
-    assert cli.model.objective.queries == 40  # 10 steps of RLOO-4; an 11th would exceed the budget
+    assert cli.model.objective.queries == 50  # 2 steps of IndeCateR (25 queries each); a 3rd would exceed 60
     written = load_genotype(next(tmp_path.rglob("genotype.json")))
     assert written == cli.model.genotype()
     logged = cli.trainer.callback_metrics
     assert float(logged["table/accuracy"]) == pytest.approx(NB201Table("cifar10").accuracy(written), abs=1e-4)
-    assert float(logged["table/queries"]) == 40
+    assert float(logged["table/queries"]) == 50
 
 
 def test_nb201_benchmark_quick_runs_end_to_end(tmp_path):
