@@ -77,6 +77,25 @@ def test_missing_fashion_mnist_says_how_to_install_it(tmp_path):
         dm.prepare_data()
 
 
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_a_root_the_user_names_is_the_root_used(tmp_path):
+    """An empty --data.init_args.root does not silently fall back to the system copy of Fashion-MNIST."""
+    from unas_lightning.data import FASHION_MNIST_DEBIAN, FashionMNISTDataModule, MissingDatasetError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingDatasetError, match=r"not found in .*empty.*leave --data.init_args.root unset") as err:
+        FashionMNISTDataModule(root=str(tmp_path / "empty")).prepare_data()
+    assert FASHION_MNIST_DEBIAN in str(err.value)
+    FashionMNISTDataModule().prepare_data()  # no root: the system copy
+
+
+def test_a_genotype_with_empty_cells_is_refused():
+    from unas_lightning.genotypes import genotype_from_dict
+
+    with pytest.raises(ValueError, match="normal cell has no nodes"):
+        genotype_from_dict({"space": "darts", "normal": [], "reduce": []})
+
+
 def _bad_genotypes(tmp_path) -> dict[str, tuple[str, str]]:
     good = load_genotype("UNAS_CIFAR10").to_dict()
     unknown_op = json.loads(json.dumps(good))

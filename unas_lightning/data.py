@@ -231,10 +231,10 @@ class _IdxDataModule(VisionDataModule):
     torchvision_class = ""
 
     def _roots(self) -> list[Path]:
-        roots = [Path(self.root).expanduser()] if self.root else []
-        if self.debian_root:
-            roots.append(Path(self.debian_root))
-        return roots
+        """Where the idx files are looked for: the root the user named, and only it; else the system copy."""
+        if self.root:
+            return [Path(self.root).expanduser()]
+        return [Path(self.debian_root)] if self.debian_root else []
 
     def _files(self, train: bool) -> tuple[Path | None, Path | None]:
         prefix = "train" if train else "t10k"
@@ -248,10 +248,13 @@ class _IdxDataModule(VisionDataModule):
             prefix = "train" if train else "t10k"
             where = ", ".join(str(r) for r in self._roots()) or "(no root given)"
             how = f"`apt-get install {self.debian_package}` (Debian) or " if self.debian_package else ""
+            system = ""
+            if self.root and self.debian_root and _find_idx([Path(self.debian_root)], f"{prefix}-images-idx3-ubyte"):
+                system = f" (A system copy exists in {self.debian_root}: leave --data.init_args.root unset to use it.)"
             raise MissingDatasetError(
                 f"{self.name} not found in {where}. Install it with {how}pass --data.init_args.root DIR where DIR "
                 f"holds {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz], or allow a download "
-                f"with --data.init_args.download true."
+                f"with --data.init_args.download true.{system}"
             )
 
     def load_arrays(self, train: bool):
