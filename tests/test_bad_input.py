@@ -89,6 +89,18 @@ def test_a_root_the_user_names_is_the_root_used(tmp_path):
     FashionMNISTDataModule().prepare_data()  # no root: the system copy
 
 
+@pytest.mark.parametrize("epochs", ["1", "0"])
+def test_a_run_without_phi_steps_warns_and_presents_no_architecture(tmp_path, capsys, epochs):
+    """max_epochs <= warmup_epochs (the quick way to "try it"): no phi-step runs, so no genotype is a result."""
+    args = tiny_args(tmp_path, "--trainer.max_epochs", epochs, "--model.init_args.warmup_epochs", "1")
+    with pytest.warns(UserWarning, match="no phi-step will run"):
+        proc = _run(args, capsys)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(tmp_path.rglob("genotype.json")), "an untouched phi was written as a result"
+    for summary in tmp_path.rglob("summary.json"):
+        assert json.loads(summary.read_text())["genotype"] is None
+
+
 def test_a_genotype_with_empty_cells_is_refused():
     from unas_lightning.genotypes import genotype_from_dict
 

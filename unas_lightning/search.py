@@ -9,6 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics.classification import MulticlassAccuracy
@@ -152,6 +153,7 @@ class SearchModule(L.LightningModule):
         # the run seed behind every step's draws; -1 until setup, then from the checkpoint when resuming
         self.register_buffer("run_seed", torch.tensor(-1, dtype=torch.int64))
         self.register_buffer("restarted", torch.zeros((), dtype=torch.bool))  # restart_after_warmup done
+        self.register_buffer("phi_steps", torch.zeros((), dtype=torch.int64))  # phi updates so far
         self.train_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=space.num_classes, average="micro")
         self._weights = list(space.weight_parameters())  # w, listed once (walking the modules is slow)
@@ -175,9 +177,17 @@ class SearchModule(L.LightningModule):
             for cost in self.costs:
                 cost.setup(self.space, shape, self.trainer.strategy)
 
-    def genotype(self) -> Genotype:
-        """The search's result so far: the space's most probable architecture (``GenotypeWriter`` writes it)."""
-        return self.space.genotype()
+    def genotype(self) -> Genotype | None:
+        """The search's result so far: the space's most probable architecture (``GenotypeWriter`` writes it);
+        None while no phi-step has run (during the warm-up, or a run with ``max_epochs <= warmup_epochs``):
+        an untouched phi is not a result."""
+        return self.space.genotype() if int(self.phi_steps) > 0 else None
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        """Checkpoints written before ``phi_steps`` existed: phi-steps ran if an epoch after the warm-up did."""
+        state = checkpoint.get("state_dict", {})
+        if "phi_steps" not in state:
+            state["phi_steps"] = torch.tensor(int(checkpoint.get("epoch", 0) >= self.warmup_epochs))
 
     def configure_callbacks(self) -> list[L.Callback]:
         """``GenotypeWriter`` (and ``CostMonitor`` with costs), unless the trainer has them already."""
@@ -186,6 +196,13 @@ class SearchModule(L.LightningModule):
         return [cls() for cls in wanted if not any(issubclass(h, cls) for h in have)]
 
     def on_fit_start(self) -> None:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and 0 <= max_epochs <= self.warmup_epochs:
+            rank_zero_warn(
+                f"max_epochs={max_epochs} <= warmup_epochs={self.warmup_epochs}: no phi-step will run, so this run "
+                "trains the supernet weights only and writes no genotype. Raise --trainer.max_epochs or lower "
+                "--model.init_args.warmup_epochs to search."
+            )
         model = self.trainer.strategy.model
         if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
             raise ValueError(
@@ -259,6 +276,7 @@ class SearchModule(L.LightningModule):
             opt_phi.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_phi.step()
+            self.phi_steps += 1
         return logs
 
     def w_step(self, batch) -> Tensor:

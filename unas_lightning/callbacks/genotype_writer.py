@@ -6,6 +6,7 @@ import json
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from unas_lightning.files import run_dir
 
@@ -19,7 +20,8 @@ class GenotypeWriter(L.Callback):
     After every training epoch: ``genotype.json`` (atomically replaced), one line appended to the
     history ``genotypes.jsonl`` (epoch, step, genotype) and the genotype as TensorBoard text; at the
     end of fit: ``genotype.json`` once more. The run directory is the logger's, else the trainer's
-    ``default_root_dir``. The module names its result through ``genotype()`` (``SearchModule``: the space's
+    ``default_root_dir``. Nothing is written while the module's ``genotype()`` is None (no phi-step yet).
+    The module names its result through ``genotype()`` (``SearchModule``: the space's
     most probable architecture; ``TabularSearch``: the most probable cell); both add a writer to the
     trainer when none is configured.
 
@@ -36,13 +38,16 @@ class GenotypeWriter(L.Callback):
         self.write(trainer, pl_module, history=self.history is not None)
 
     def on_fit_end(self, trainer, pl_module) -> None:
+        if pl_module.genotype() is None:
+            rank_zero_warn("no phi-step ran in this run: no genotype.json was written (phi is untouched).")
+            return
         self.write(trainer, pl_module, history=False)
 
     def write(self, trainer, pl_module, history: bool) -> None:
-        """Write the genotype (and a history line), on rank 0."""
+        """Write the genotype (and a history line), on rank 0; nothing while the module has no result."""
         genotype = pl_module.genotype()
         folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
-        if not trainer.is_global_zero:
+        if genotype is None or not trainer.is_global_zero:
             return
         genotype.save(folder / self.filename)
         if not history:
