@@ -101,6 +101,11 @@ def test_a_run_without_phi_steps_warns_and_presents_no_architecture(tmp_path, ca
         assert json.loads(summary.read_text())["genotype"] is None
 
 
+def test_testing_a_search_config_says_what_to_run_instead(tmp_path, capsys):
+    args = ["test", *tiny_args(tmp_path / "run")[1:]]
+    _assert_stopped_cleanly(_run(args, capsys), "a SearchModule has no test_step", tmp_path / "run")
+
+
 def test_a_genotype_with_empty_cells_is_refused():
     from unas_lightning.genotypes import genotype_from_dict
 

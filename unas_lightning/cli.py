@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -43,10 +45,23 @@ class UnasCLI(LightningCLI):
         self._resolve_checkpoint()
 
     def before_validate(self) -> None:
+        self._check_has_step("validation_step", "validate")
         self._resolve_checkpoint()
 
     def before_test(self) -> None:
+        self._check_has_step("test_step", "test")
         self._resolve_checkpoint()
+
+    def _check_has_step(self, step: str, subcommand: str) -> None:
+        """``unas-cli test`` with a search config: say what to run instead of Lightning's traceback."""
+        if getattr(type(self.model), step) is getattr(L.LightningModule, step):
+            raise ValueError(
+                f"a {type(self.model).__name__} has no {step}: `unas-cli {subcommand}` evaluates a trained network. "
+                "A search's result is its genotype.json; retrain and test it with a retrain config, e.g. "
+                "`unas-cli fit --config configs/retrain/quick_fmnist.yaml --model.init_args.genotype "
+                "runs/quickstart/version_0/genotype.json`, then `unas-cli test` with the same config and "
+                "--ckpt_path runs/retrain_quick/version_0/checkpoints/last.ckpt."
+            )
 
     def _resolve_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -67,7 +82,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``unas-cli``; user errors exit with status 2 and a one-line message."""
     try:
         UnasCLI(args=args)
-    except (MissingDatasetError, FileNotFoundError, ValueError) as err:
+    except (MissingDatasetError, FileNotFoundError, ValueError, MisconfigurationException) as err:
         print(f"unas-cli: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
