@@ -268,8 +268,8 @@ def test_self_tuning_rebar_stays_unbiased_while_its_temperature_moves():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: Reinforce(num_samples=4), IndeCateR, lambda: Relax(num_samples=3), lambda: UnorderedSet(num_samples=3)],
-    ids=["rloo", "indecater", "relax-loo", "unordered-set-3"],
+    [lambda: Reinforce(num_samples=4), IndeCateR, lambda: Relax(num_samples=3)],
+    ids=["rloo", "indecater", "relax-loo"],
 )
 def test_black_box_multi_evaluation_estimators_are_unbiased_on_a_lookup_table(make):
     torch.manual_seed(15)
@@ -277,6 +277,16 @@ def test_black_box_multi_evaluation_estimators_are_unbiased_on_a_lookup_table(ma
     loss_fn = lookup_table_loss()
     exact = exact_gradient(logits, loss_fn)
     z = z_scores(sample_gradients(make(), logits, loss_fn, n=3000), exact)
+    assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
+
+
+def test_unordered_set_estimator_is_unbiased_on_a_lookup_table():
+    """k = 3 distinct architectures per estimate (the step costs more Python than RLOO's: fewer estimates)."""
+    torch.manual_seed(15)
+    logits, _ = toy_problem()
+    loss_fn = lookup_table_loss()
+    exact = exact_gradient(logits, loss_fn)
+    z = z_scores(sample_gradients(UnorderedSet(num_samples=3), logits, loss_fn, n=1500), exact)
     assert z.abs().max() < 4.5, f"bias detected: z-scores {z.tolist()}"
 
 
