@@ -47,6 +47,17 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def unas_cli() -> list[str]:
     return [sys.executable, "-m", "unas_lightning.cli"]
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, benchmark
 
 from unas_lightning.costs import Candidate, NB201TableCost
 from unas_lightning.estimators import Reinforce
@@ -235,13 +235,7 @@ def test_tabular_search_runs_from_the_cli_within_its_query_budget(tmp_path):
 
 def test_nb201_benchmark_quick_runs_end_to_end(tmp_path):
     """benchmarks/nb201.py --quick: every method and random search on CIFAR-10, the latency table, the plot."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import nb201
-    finally:
-        sys.path.pop(0)
+    nb201 = benchmark("nb201")
     nb201.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     methods = results["datasets"]["cifar10"]["methods"]

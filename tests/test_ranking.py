@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark
 
 from unas_lightning.ranking import kendall_tau, rank_agreement, spearman_rho, supernet_accuracy
 from unas_lightning.spaces import DartsSpace, ProxylessSpace
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_rank_correlations_match_hand_computed_values():
@@ -52,11 +49,7 @@ def test_supernet_accuracy_is_the_one_hot_supernets_accuracy_and_keeps_the_mode(
 
 def test_search_quality_quick_runs_end_to_end(tmp_path, fashion_mnist_available):
     """The benchmark's smoke mode through the public CLI: the table's shape, not its numbers."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import search_quality
-    finally:
-        sys.path.pop(0)
+    search_quality = benchmark("search_quality")
     search_quality.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["methods"]) == ["unas_gen", "random"]
