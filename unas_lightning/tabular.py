@@ -63,7 +63,7 @@ def new_logits() -> dict[str, nn.Parameter]:
 
 
 def most_probable(logits: dict[str, torch.Tensor]) -> NB201Genotype:
-    return NB201Genotype(ops=tuple(NB201_OPS[j] for j in logits[KEY].detach().argmax(-1).tolist()))
+    return NB201Genotype.from_rows(logits[KEY])
 
 
 def check_black_box(estimator: Estimator) -> None:
@@ -133,12 +133,7 @@ def random_search(
     if max_latency_ms is not None:
         pool = pool[table.latencies_ms <= max_latency_ms]
     picks = pool[torch.randint(len(pool), (queries,), generator=generator)]
-    if noisy:
-        counts = table.seed_counts[picks]
-        seed_idx = (torch.rand(queries, generator=generator, dtype=torch.float64) * counts).long()
-        observed = table.seed_accuracies[picks, seed_idx]
-    else:
-        observed = table.mean_accuracies[picks]
+    observed = table.draw_accuracies(picks, generator) if noisy else table.mean_accuracies[picks]
     g = cell_of_index(int(picks[int(observed.argmax())]))
     return TableSearchPoint(queries, g, table.accuracy(g), table.latency_ms(g))
 

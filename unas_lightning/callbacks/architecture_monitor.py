@@ -101,11 +101,11 @@ class ArchitectureMonitor(L.Callback):
         folder = run_dir(trainer)  # collective under DDP
         if not trainer.is_global_zero:
             return
-        if pl_module.genotype() is None:  # phi never moved: there is no derived architecture to report
+        genotype = pl_module.genotype()
+        if genotype is None:  # phi never moved: there is no derived architecture to report
             self.summary = {"genotype": None, "note": "no phi-step ran", "epochs": trainer.current_epoch}
             write_json_atomic(folder / SUMMARY_FILE, self.summary)
             return
-        genotype = space.genotype()
         shape = getattr(trainer.datamodule, "example_shape", None)
         network = space.derived_network(genotype)
         params = count_parameters(network)

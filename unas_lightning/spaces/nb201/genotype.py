@@ -111,6 +111,11 @@ class NB201Genotype(Genotype, Drawable):
         return cls(ops=tuple(NB201_OPS[int(c)] for c in key))
 
     @classmethod
+    def from_rows(cls, rows) -> NB201Genotype:
+        """The cell whose edge e takes the largest entry of ``rows[e]`` ([6, 5]: logits or a one-hot cell)."""
+        return cls(ops=tuple(NB201_OPS[j] for j in rows.detach().argmax(-1).tolist()))
+
+    @classmethod
     def all(cls) -> Iterator[NB201Genotype]:
         """The 15,625 cells of the space, in table-key order."""
         for ops in itertools.product(NB201_OPS, repeat=len(EDGES)):

@@ -125,9 +125,7 @@ class NB201Space(SearchSpace, GroupedForward):
 
     def genotype(self, arch: Mapping[str, Tensor] | None = None) -> NB201Genotype:
         """Genotype of ``arch`` (default: the most probable architecture)."""
-        arch = self.arch if arch is None else arch
-        index = arch[KEY].detach().argmax(-1).tolist()
-        return NB201Genotype(ops=tuple(NB201_OPS[j] for j in index))
+        return NB201Genotype.from_rows((self.arch if arch is None else arch)[KEY])
 
     def arch_of(self, genotype: NB201Genotype) -> Arch:
         """One-hot architecture of a genotype."""

@@ -127,6 +127,13 @@ class NB201Table:
         """[15625] training seeds per cell."""
         return (~self.seed_accuracies.isnan()).sum(1)
 
+    def draw_accuracies(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One training seed's accuracy (%) per cell of ``index`` (table-key order), the seed drawn uniformly
+        among the cell's own seeds: what one real training run would have reported."""
+        flat = index.reshape(-1)
+        pick = (torch.rand(flat.shape, generator=generator, dtype=torch.float64) * self.seed_counts[flat]).long()
+        return self.seed_accuracies[flat, pick].reshape(index.shape)
+
     @cached_property
     def mean_accuracies(self) -> Tensor:
         """[15625] seed-averaged accuracies (%) in table-key order."""
@@ -143,7 +150,8 @@ class NB201Table:
     @cached_property
     def latencies_ms(self) -> Tensor:
         """[15625] latencies (ms) in table-key order."""
-        return torch.tensor([1000.0 * self.records[g.table_key()]["latency"][0] for g in NB201Genotype.all()])
+        latencies = [1000.0 * self.records[g.table_key()]["latency"][0] for g in NB201Genotype.all()]
+        return torch.tensor(latencies, dtype=torch.float64)
 
 
 def cell_index(rows: Tensor) -> Tensor:
@@ -203,15 +211,9 @@ class TableObjective(ArchLoss):
             )
         index = cell_index(rows.detach()).cpu()
         self.queries += index.numel()
-        if self.noisy:
-            flat = index.reshape(-1)
-            counts = self.table.seed_counts[flat]
-            pick = (torch.rand(flat.shape, generator=self.generator, dtype=torch.float64) * counts).long()
-            acc = self.table.seed_accuracies[flat, pick].reshape(index.shape)
-        else:
-            acc = self.table.mean_accuracies[index]
+        acc = self.table.draw_accuracies(index, self.generator) if self.noisy else self.table.mean_accuracies[index]
         loss = 1.0 - acc / 100.0
         if self.max_latency_ms is not None:
-            over = self.table.latencies_ms.double()[index] / self.max_latency_ms - 1.0
+            over = self.table.latencies_ms[index] / self.max_latency_ms - 1.0
             loss = loss + self.latency_weight * over.clamp(min=0.0)
         return loss.to(dtype=rows.dtype, device=rows.device)
