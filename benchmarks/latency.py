@@ -114,7 +114,6 @@ def part_b(args, latencies: list[float]) -> None:
                 [
                     "fit", "--config", str(QUICK),
                     "--trainer.default_root_dir", tmp,
-                    "--trainer.logger.init_args.save_dir", tmp,
                     "--trainer.enable_progress_bar", "false",
                     "--trainer.max_epochs", str(args.b_epochs),
                     "--trainer.limit_train_batches", str(args.b_steps),

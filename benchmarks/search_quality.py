@@ -75,7 +75,6 @@ def _quiet(out: Path, name: str) -> list[str]:
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
         "--trainer.default_root_dir", str(out / name),
-        "--trainer.logger.init_args.save_dir", str(out / name),
         "--trainer.logger.init_args.name", name,
     ]  # fmt: skip
 

@@ -33,7 +33,6 @@ def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
     return [
         "fit", "--config", str(QUICKSTART), *TINY_ARGS,
         "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
         *extra,
     ]  # fmt: skip
 

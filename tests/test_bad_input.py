@@ -142,7 +142,7 @@ def test_genotype_that_does_not_fit_the_space_stops_early(tmp_path, case, capsys
     run = tmp_path / "run"
     args = [
         "fit", "--config", QUICK_RETRAIN, "--model.init_args.genotype", path, "--model.init_args.network", "cifar",
-        "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
+        "--trainer.default_root_dir", str(run),
     ]  # fmt: skip
     _assert_stopped_cleanly(_run(args, capsys), message, run)
 

@@ -122,7 +122,7 @@ def test_a_space_defined_outside_the_package_runs_search_retrain_visualize_and_s
     proc = run_cli([  # a process of its own: nothing of the test's imports helps it find the space
         "fit", "--config", str(QUICKSTART), "--config", str(ROOT / "examples/custom_space.yaml"), *tiny,
         "--model.init_args.warmup_epochs", "1",
-        "--trainer.default_root_dir", str(search), "--trainer.logger.init_args.save_dir", str(search),
+        "--trainer.default_root_dir", str(search),
     ])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     genotype_path = next(search.rglob("genotype.json"))
@@ -130,7 +130,8 @@ def test_a_space_defined_outside_the_package_runs_search_retrain_visualize_and_s
     assert genotype["space"] == "chain" and genotype["type"] == "custom_space.ChainGenotype"
     assert len(genotype["ops"]) == 4
     summary = json.loads(next(search.rglob("summary.json")).read_text())
-    assert summary["genotype"] == genotype and summary["network"] == "ChainNet" and summary["parameters"] > 0
+    assert summary["genotype"] == genotype and summary["search_network"]["network"] == "ChainNet"
+    assert summary["search_network"]["parameters"] > 0
 
     # retraining and drawing in this process: the genotype file names its type, which is imported from it
     sys.path.insert(0, str(ROOT / "examples"))  # as PYTHONPATH=examples does
@@ -139,7 +140,7 @@ def test_a_space_defined_outside_the_package_runs_search_retrain_visualize_and_s
         cli_main([
             "fit", "--config", str(ROOT / "configs/retrain/quick_fmnist.yaml"), *tiny[:-4],
             "--model.init_args.genotype", str(genotype_path),
-            "--trainer.default_root_dir", str(retrain), "--trainer.logger.init_args.save_dir", str(retrain),
+            "--trainer.default_root_dir", str(retrain),
         ])  # fmt: skip
         state = torch.load(next(retrain.rglob("last.ckpt")), weights_only=True)["state_dict"]
         assert {k.split(".")[1] for k in state if k.startswith("net.")} == {"stem", "layers", "head"}  # a ChainNet

@@ -172,7 +172,6 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
     def quiet(name):
         return [
             "--trainer.default_root_dir", str(tmp_path / name),
-            "--trainer.logger.init_args.save_dir", str(tmp_path / name),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--data.init_args.max_train_examples", "512",
         ]  # fmt: skip
@@ -221,7 +220,7 @@ def test_tabular_search_runs_from_the_cli_within_its_query_budget(tmp_path):
     args = [
         "fit", "--config", str(ROOT / "configs/search/nb201_tabular.yaml"),
         "--model.init_args.queries", "60",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     cli = UnasCLI(args=args)

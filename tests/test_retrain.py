@@ -66,7 +66,6 @@ def test_search_then_retrain_then_test_on_fashion_mnist(tmp_path):
         "--model.init_args.channels", "8",
         "--model.init_args.layers", "3",
         "--trainer.default_root_dir", str(tmp_path / "retrain"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "retrain"),
         "--trainer.enable_progress_bar", "false",
         "--data.init_args.max_train_examples", "512",
     ]  # fmt: skip

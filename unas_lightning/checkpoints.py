@@ -3,11 +3,13 @@
 ``unas-cli fit --ckpt_path last`` resumes from the newest ``last*.ckpt`` of the run (any version
 directory under the logger's root or the trainer's ``default_root_dir``), whereas Lightning alone
 looks only in the new run's own version directory and silently starts afresh. A checkpoint written
-by another search space or network is rejected before anything is written, with what differs.
+by another kind of module (``check_written_by``), search space or network (``check_checkpoint_fits``)
+is rejected before anything is written, with what differs.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -16,16 +18,6 @@ import torch
 from torch import nn
 
 LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
-
-
-def run_roots(trainer) -> list[Path]:
-    """Folders that hold this run's checkpoints: the loggers' roots and ``default_root_dir``."""
-    roots = [Path(getattr(lg, "root_dir", None) or lg.save_dir) for lg in trainer.loggers if lg.save_dir]
-    roots.append(Path(trainer.default_root_dir))
-    for cb in trainer.checkpoint_callbacks:
-        if getattr(cb, "dirpath", None):
-            roots.append(Path(cb.dirpath))
-    return [r for r in dict.fromkeys(roots) if r.is_dir()]
 
 
 def find_last_checkpoint(roots: list[Path]) -> Path | None:
@@ -39,7 +31,46 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle we refuse to execute, a truncated file, not a checkpoint at all
-        raise ValueError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}).") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.startswith("Check the doc")]
+        detail = lines[-1] if lines else ""
+        raise ValueError(
+            f"cannot read checkpoint {path}: it is truncated, corrupted or not a checkpoint written by "
+            f"Lightning ({type(err).__name__}: {detail}). Pass another .ckpt file, or 'last'."
+        ) from None
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def check_written_by(checkpoint: dict, model_class: str | None, path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when ``checkpoint`` was written by a module unrelated to ``model_class``.
+
+    The writer is the ``_class_path`` LightningCLI stores in the hyperparameters; a module and its
+    subclasses are related. A search checkpoint holds a supernet and a retrain checkpoint one derived
+    network: the message says which is which and what to run instead.
+    """
+    written_by = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if not written_by or not model_class:
+        return
+    theirs, ours = _import(written_by), _import(model_class)
+    if theirs is not None and ours is not None and (issubclass(ours, theirs) or issubclass(theirs, ours)):
+        return
+    if theirs is None and ours is None and written_by == model_class:
+        return
+    kinds = {"SearchModule": "a search's supernet", "RetrainModule": "a retrained network"}
+    what = kinds.get(written_by.rpartition(".")[2], written_by)
+    advice = {
+        "SearchModule": "a search is retrained from its genotype.json (unas-cli fit --config configs/retrain/... "
+        "--model.init_args.genotype RUN/genotype.json), and that retrain's checkpoint is the one to test",
+        "RetrainModule": "test it with the retrain config that trained it (unas-cli test --config "
+        "configs/retrain/... --ckpt_path ...); a search resumes only from a search checkpoint",
+    }.get(written_by.rpartition(".")[2], "use the config that wrote it")
+    raise ValueError(f"checkpoint {path} holds {what} ({written_by}) but this config builds {model_class}: {advice}.")
 
 
 def checkpoint_mismatch(model: nn.Module, checkpoint: dict) -> str | None:

@@ -357,11 +357,21 @@ class ImageNetDataModule(VisionDataModule):
         self.image_size = (image_size, image_size)
 
     def check_available(self, train: bool) -> None:
+        """The folder exists and every class sub-folder holds an image (one directory listing per class)."""
         path = Path(self.root or "").expanduser() / ("train" if train else "val")
+        layout = "hold one sub-folder of images per class (ImageNet cannot be downloaded automatically)"
         if not self.root or not path.is_dir():
             raise MissingDatasetError(
                 f"ImageNet folder {path} not found: pass --data.init_args.root DIR where DIR/train and DIR/val "
-                "hold one sub-folder of images per class (ImageNet cannot be downloaded automatically)."
+                f"{layout}."
+            )
+        classes = sorted(p for p in path.iterdir() if p.is_dir())
+        empty = [c.name for c in classes if not any(_is_image(f) for f in c.iterdir())]
+        if not classes or empty:
+            found = f"{len(empty)} of its {len(classes)} class folders hold no image (e.g. {', '.join(empty[:3])})"
+            raise MissingDatasetError(
+                f"ImageNet folder {path}: {found if classes else 'it has no class folders'}; DIR/train and DIR/val "
+                f"must {layout}."
             )
 
     def _folder(self, part: str, train: bool):
@@ -393,6 +403,12 @@ class ImageNetDataModule(VisionDataModule):
             self._train = full
         if (stage in (None, "test") or self.split == "full") and self._test is None:
             self._test = self._folder("val", train=False)
+
+
+def _is_image(path: Path) -> bool:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
 
 
 def batch_size_of(batch: tuple[Tensor, Tensor]) -> int:

@@ -42,8 +42,11 @@ class RetrainModule(L.LightningModule):
     smoothing (ImageNet). Augmentation (crop, flip, cutout) lives in the data module.
 
     Args:
-        genotype: a published name (``UNAS_CIFAR10``, ``DARTS_V2``, ``PROXYLESS_GPU``, ...) or a path to a
-            genotype JSON (e.g. a search's ``genotype.json``).
+        genotype: a published name (``UNAS_CIFAR10``, ``DARTS_V2``, ``PROXYLESS_GPU``, ...), a path to a
+            genotype JSON (e.g. a search's ``genotype.json``) or a genotype's dict. The hyperparameters,
+            and so every checkpoint, hold the genotype itself (its dict), not the name or path: a
+            checkpoint tests and resumes after the JSON file has moved, and ``unas-cli test --ckpt_path``
+            rebuilds the network the weights belong to.
         network: which network of the genotype's space: ``"auto"`` (its first: the CIFAR network for
             DARTS genotypes, the MBConv network for ProxylessNAS ones), or one of its ``network_kinds``
             (DARTS ``"cifar"``, ``"imagenet"``; ProxylessNAS ``"proxyless"``).
@@ -70,7 +73,7 @@ class RetrainModule(L.LightningModule):
 
     def __init__(
         self,
-        genotype: str | os.PathLike = "UNAS_CIFAR10",
+        genotype: dict | str | os.PathLike = "UNAS_CIFAR10",
         network: str = "auto",
         in_channels: int = 3,
         num_classes: int = 10,
@@ -97,8 +100,9 @@ class RetrainModule(L.LightningModule):
                 raise ValueError(f"{name} must lie in [{low}, {high}), got {value}.")
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or null, got {grad_clip}.")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.genotype = load_genotype(genotype)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.hparams["genotype"] = self.genotype.to_dict()
         options = NetworkOptions(in_channels, num_classes, network, channels, layers, auxiliary_weight > 0, dropout)
         self.net = self.genotype.network(options)
         self.in_channels, self.num_classes = in_channels, num_classes

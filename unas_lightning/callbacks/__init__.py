@@ -4,5 +4,13 @@ from unas_lightning.callbacks.architecture_monitor import ArchitectureMonitor
 from unas_lightning.callbacks.cost_monitor import CostMonitor
 from unas_lightning.callbacks.estimator_diagnostics import EstimatorDiagnostics, gradient_statistics
 from unas_lightning.callbacks.genotype_writer import GenotypeWriter
+from unas_lightning.callbacks.latest_link import LatestRunLink
 
-__all__ = ["ArchitectureMonitor", "CostMonitor", "EstimatorDiagnostics", "GenotypeWriter", "gradient_statistics"]
+__all__ = [
+    "ArchitectureMonitor",
+    "CostMonitor",
+    "EstimatorDiagnostics",
+    "GenotypeWriter",
+    "LatestRunLink",
+    "gradient_statistics",
+]

@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from unas_lightning.files import run_dir
+from unas_lightning.files import run_dir, write_text_atomic
 
 GENOTYPE_FILE = "genotype.json"
 HISTORY_FILE = "genotypes.jsonl"
@@ -19,11 +19,12 @@ class GenotypeWriter(L.Callback):
 
     After every training epoch: ``genotype.json`` (atomically replaced), one line appended to the
     history ``genotypes.jsonl`` (epoch, step, genotype) and the genotype as TensorBoard text; at the
-    end of fit: ``genotype.json`` once more. The run directory is the logger's, else the trainer's
-    ``default_root_dir``. Nothing is written while the module's ``genotype()`` is None (no phi-step yet).
-    The module names its result through ``genotype()`` (``SearchModule``: the space's
-    most probable architecture; ``TabularSearch``: the most probable cell); both add a writer to the
-    trainer when none is configured.
+    end of fit: ``genotype.json`` once more. A run resumed in the same folder keeps one history: the
+    lines after the checkpoint's step (epochs that will run again) are dropped when training restarts.
+    The run directory is the logger's, else the trainer's ``default_root_dir``. Nothing is written
+    while the module's ``genotype()`` is None (no phi-step yet). The module names its result through
+    ``genotype()`` (``SearchModule``: the space's most probable architecture; ``TabularSearch``: the
+    most probable cell); both add a writer to the trainer when none is configured.
 
     Args:
         filename: the genotype file's name.
@@ -33,6 +34,17 @@ class GenotypeWriter(L.Callback):
     def __init__(self, filename: str = GENOTYPE_FILE, history: str | None = HISTORY_FILE):
         super().__init__()
         self.filename, self.history = filename, history
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """A resumed run continues the history: lines written after the checkpoint's step are dropped."""
+        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
+        path = folder / self.history if self.history else None
+        if not trainer.is_global_zero or trainer.ckpt_path is None or path is None or not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _step(line) <= trainer.global_step]
+        if len(kept) < len(lines):
+            write_text_atomic(path, "".join(kept))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module, history=self.history is not None)
@@ -58,3 +70,10 @@ class GenotypeWriter(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("genotype", f"```\n{genotype.to_json()}\n```", trainer.global_step)
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return -1  # a line we cannot read is kept

@@ -47,13 +47,18 @@ def genotype_from_dict(data: dict) -> Genotype:
     return Genotype.from_dict(data)
 
 
-def load_genotype(name_or_path: str | os.PathLike) -> Genotype:
-    """Load a published genotype by name (e.g. ``"PROXYLESS_GPU"``) or any genotype JSON file by path.
+def load_genotype(name_or_path: str | os.PathLike | dict) -> Genotype:
+    """Load a published genotype by name (e.g. ``"PROXYLESS_GPU"``), a genotype JSON file by path, or
+    a genotype's dict (``Genotype.to_dict()``, as a retrain checkpoint stores it).
 
     Examples:
         >>> load_genotype("PROXYLESS_GPU").depth()
         13
+        >>> load_genotype(load_genotype("DARTS_V2").to_dict()) == load_genotype("DARTS_V2")
+        True
     """
+    if isinstance(name_or_path, dict):
+        return genotype_from_dict(name_or_path)
     text = str(name_or_path)
     path = HERE / f"{text}.json" if text in published() else Path(text).expanduser()
     if not path.is_file():

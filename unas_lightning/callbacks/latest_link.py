@@ -1,0 +1,48 @@
+"""LatestRunLink: ``<root>/<name>/latest`` points at the version folder of the newest run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+
+from unas_lightning.files import run_dir
+
+LATEST = "latest"
+
+
+class LatestRunLink(L.Callback):
+    """At the start of fit (after the data and model set up), on rank 0, point ``latest`` at this run.
+
+    The link sits next to the version folders (``runs/quickstart/latest -> version_3``), so that
+    ``runs/quickstart/latest/genotype.json`` always names the newest search's result and
+    ``runs/retrain_quick/latest/checkpoints/last.ckpt`` the newest retrain's weights. A resumed run
+    continues in its own version folder, which the link then names again. ``unas-cli`` adds this
+    callback to every fit; nothing is linked when the run has no version folder (no logger).
+
+    Args:
+        name: the link's name.
+    """
+
+    def __init__(self, name: str = LATEST):
+        super().__init__()
+        self.name = name
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
+        if not trainer.is_global_zero or trainer.logger is None or folder.name == self.name:
+            return
+        link = folder.parent / self.name
+        link_here(link, folder)
+
+
+def link_here(link: Path, target: Path) -> None:
+    """Point the symlink ``link`` at ``target`` (relative), replacing an older link but never a real folder."""
+    if link.exists() and not link.is_symlink():
+        return  # a folder or file the user made: leave it alone
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
