@@ -29,6 +29,10 @@ def test_quickstart_config_runs_as_a_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _genotype_in(tmp_path)
+    # everything under --trainer.default_root_dir, in <root>/<logger name>/version_0, and `latest` names it
+    run = tmp_path / "quickstart" / "version_0"
+    assert (run / "genotype.json").is_file() and (tmp_path / "quickstart" / "latest").resolve() == run.resolve()
+    assert "retrain it:" in proc.stdout + proc.stderr and str(run / "genotype.json") in proc.stdout + proc.stderr
     ckpt = next(tmp_path.rglob("last.ckpt"))
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     assert any(k.startswith("space.arch.") for k in state)
@@ -41,7 +45,14 @@ def test_quickstart_config_runs_as_a_subprocess(tmp_path):
     assert "arch/p_phi" in tags["images"] and len(events.Images("arch/p_phi")) == 2  # one per epoch
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     assert summary["genotype"] == _genotype_in(tmp_path).to_dict()
-    assert summary["parameters"] > 0 and summary["multiply_adds"] > 0 and summary["costs"] == {}
+    search_net, retrain_net = summary["search_network"], summary["retrain_network"]
+    assert search_net["parameters"] > 0 and search_net["multiply_adds"] > 0 and summary["costs"] == {}
+    # the quickstart names its retrain config: the network retraining trains is the larger one, and sized
+    assert retrain_net["config"] == "configs/retrain/quick_fmnist.yaml" and "error" not in retrain_net
+    assert (
+        retrain_net["parameters"] > 3 * search_net["parameters"]
+        and "--model.init_args.genotype" in retrain_net["command"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,6 +132,7 @@ def test_ddp_two_cpu_processes_keep_phi_identical(tmp_path, arch_samples):
     history = next(tmp_path.rglob("genotypes.jsonl")).read_text().splitlines()
     epochs = [json.loads(line)["epoch"] for line in history]
     assert epochs == [1, 2], "the history is not written once per search epoch (epoch 0 is the warm-up)"
+    assert "sync_dist" not in proc.stderr, "an epoch-level metric is logged without reducing it across ranks"
 
 
 GPU_CONFIGS = {
@@ -152,7 +164,6 @@ def test_paper_config_parses_and_stops_early_without_its_data_set(tmp_path, conf
         "--trainer.strategy", "auto",  # the official configs run DDP on 4 or 8 GPUs
         "--trainer.precision", "32-true",
         "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--data.init_args.root", str(tmp_path / "no_data"),
     ]  # fmt: skip
     proc = run_cli_here(args, capsys)

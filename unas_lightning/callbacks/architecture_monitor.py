@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -16,7 +19,7 @@ SUMMARY_FILE = "summary.json"
 class ArchitectureMonitor(L.Callback):
     """Logs p_phi per selector every epoch and writes a summary of the derived architecture at the end.
 
-    After every training epoch (rank 0 only):
+    After every training epoch (the heatmap on rank 0):
 
     * ``arch/entropy/<key>``: the entropy (nats) of each group of logits, averaged over its rows, and
       ``arch/max_prob/<key>``: the probability of its most probable category;
@@ -25,18 +28,23 @@ class ArchitectureMonitor(L.Callback):
       directory when there is no TensorBoard logger.
 
     At the end of training (the model still on its device) it prints and saves ``summary.json`` next to
-    ``genotype.json``: the genotype, the
-    derived network's parameters and multiply-adds for one example (``space.derived_network``: the
-    network the costs measure, e.g. for the DARTS space the evaluation network at the search's width
-    and depth, without the auxiliary head), and the measured value of every cost term of the search.
+    ``genotype.json``: the genotype; under ``search_network`` the parameters and multiply-adds for one
+    example of ``space.derived_network`` (the network the cost terms measure: for the DARTS space the
+    evaluation network at the *search's* width and depth, without the auxiliary head); under
+    ``retrain_network`` the same figures for the network ``retrain_config`` builds from this genotype
+    (the size that retraining trains and papers report), with the command that retrains it; and the
+    measured value of every cost term of the search.
 
     Args:
         heatmaps: draw the p_phi heatmaps (matplotlib).
+        retrain_config: a retrain config (``configs/retrain/*.yaml``, relative to the working folder)
+            whose ``RetrainModule`` arguments size the ``retrain_network``; None leaves it out.
     """
 
-    def __init__(self, heatmaps: bool = True):
+    def __init__(self, heatmaps: bool = True, retrain_config: str | None = None):
         super().__init__()
         self.heatmaps = heatmaps
+        self.retrain_config = retrain_config
         self.summary: dict = {}
 
     # -- every epoch ------------------------------------------------------------------------------
@@ -44,15 +52,14 @@ class ArchitectureMonitor(L.Callback):
         space = pl_module.space
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         folder = run_dir(trainer) if self.heatmaps and logger is None else None  # collective under DDP
-        if not trainer.is_global_zero:
-            return
-        probs = {k: torch.softmax(v.detach().float(), -1).cpu() for k, v in space.arch.items()}
-        for key, p in probs.items():
+        probs = {k: torch.softmax(v.detach().float(), -1) for k, v in space.arch.items()}
+        for key, p in probs.items():  # logged on every rank (phi is the same on all): sync_dist's mean changes nothing
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
-            pl_module.log(f"arch/entropy/{key}", entropy, batch_size=1, rank_zero_only=True)
-            pl_module.log(f"arch/max_prob/{key}", p.max(-1).values.mean(), batch_size=1, rank_zero_only=True)
-        if not self.heatmaps:
+            pl_module.log(f"arch/entropy/{key}", entropy, batch_size=1, sync_dist=True)
+            pl_module.log(f"arch/max_prob/{key}", p.max(-1).values.mean(), batch_size=1, sync_dist=True)
+        if not trainer.is_global_zero or not self.heatmaps:
             return
+        probs = {k: p.cpu() for k, p in probs.items()}
         fig = self.heatmap(space, probs, title=f"p_phi after epoch {trainer.current_epoch}")
         if logger is not None:
             logger.experiment.add_figure("arch/p_phi", fig, global_step=trainer.global_step, close=True)
@@ -107,14 +114,18 @@ class ArchitectureMonitor(L.Callback):
             write_json_atomic(folder / SUMMARY_FILE, self.summary)
             return
         shape = getattr(trainer.datamodule, "example_shape", None)
-        network = space.derived_network(genotype)
-        params = count_parameters(network)
-        madds = multiply_adds(network, shape) if shape is not None else None
+        search_net = _size(space.derived_network(genotype), shape)
+        search_net["scale"] = "the search's width and depth (the network the cost terms measure)"
+        retrain_net = None
+        if self.retrain_config is not None:
+            retrain_net = retrain_network(genotype, self.retrain_config, shape)
+            retrain_net["command"] = (
+                f"unas-cli fit --config {self.retrain_config} --model.init_args.genotype {folder / 'genotype.json'}"
+            )
         self.summary = {
             "genotype": genotype.to_dict(),
-            "network": type(network).__name__,
-            "parameters": params,
-            "multiply_adds": madds,
+            "search_network": search_net,
+            "retrain_network": retrain_net,
             "input_shape": list(shape) if shape is not None else None,
             "costs": costs,
             "device": str(pl_module.device),
@@ -124,12 +135,49 @@ class ArchitectureMonitor(L.Callback):
         write_json_atomic(folder / SUMMARY_FILE, self.summary)
         lines = [
             f"derived architecture ({folder / SUMMARY_FILE}):",
-            f"  genotype:       {genotype.to_json()}",
-            f"  network:        {type(network).__name__}, {params / 1e6:.3f}M parameters"
-            + (f", {madds / 1e6:.1f}M multiply-adds per example" if madds is not None else ""),
+            f"  genotype:        {genotype.to_json()}",
+            f"  search network:  {_describe(search_net)} at the search's width and depth",
         ]
-        lines += [f"  {name + ':':<15} {c['value']:.4g} {c['unit']}" for name, c in costs.items()]
+        if retrain_net is not None:
+            where = f"as {self.retrain_config} builds it"
+            lines.append(f"  retrain network: {_describe(retrain_net)} {where}")
+            lines.append(f"  retrain it:      {retrain_net['command']}")
+        lines += [f"  {name + ':':<16} {c['value']:.4g} {c['unit']}" for name, c in costs.items()]
         rank_zero_info("\n".join(lines))
+
+
+def _size(network, shape) -> dict:
+    params = count_parameters(network)
+    madds = multiply_adds(network, shape) if shape is not None else None
+    return {"network": type(network).__name__, "parameters": params, "multiply_adds": madds}
+
+
+def _describe(net: dict) -> str:
+    if "error" in net:
+        return f"not measured ({net['error']})"
+    text = f"{net['network']}, {net['parameters'] / 1e6:.3f}M parameters"
+    return text + (f", {net['multiply_adds'] / 1e6:.1f}M multiply-adds per example" if net["multiply_adds"] else "")
+
+
+def retrain_network(genotype, config: str, shape) -> dict:
+    """Parameters and multiply-adds of the network the retrain ``config`` builds for ``genotype``.
+
+    The config's ``RetrainModule`` arguments are used as written (the genotype replaced, the optimizer
+    and schedule left out); a config that cannot be read or built is reported, not raised.
+    """
+    from unas_lightning.retrain import RetrainModule
+
+    try:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+        args = dict((data.get("model") or {}).get("init_args") or {})
+        for key in ("genotype", "optimizer", "scheduler"):
+            args.pop(key, None)
+        module = RetrainModule(genotype=genotype.to_dict(), **args)
+        size = _size(module.net, shape or (module.in_channels, 32, 32))
+        size["parameters"] = module.num_parameters  # without the auxiliary head, as papers report
+    except (OSError, yaml.YAMLError, TypeError, ValueError, KeyError, AttributeError) as err:
+        return {"config": config, "error": f"{type(err).__name__}: {err}"}
+    return {"config": config, **size}
 
 
 def _close(fig) -> None:
