@@ -1,6 +1,6 @@
 """Draw a genotype: ``python -m unas_lightning.visualize GENOTYPE [--out DIR]``.
 
-    python -m unas_lightning.visualize runs/quickstart/version_0/genotype.json        # writes next to it
+    python -m unas_lightning.visualize runs/quickstart/latest/genotype.json        # writes next to it
     python -m unas_lightning.visualize UNAS_CIFAR10 --out figures/
 
 Each space draws its own genotypes (the optional ``Drawable`` interface of ``spaces/genotype.py``): a
