@@ -227,8 +227,8 @@ def _report_overrides(before: dict, after: dict, ckpt_path) -> None:
     changed = [k for k, v in after.items() if k in before and not _same(k, before[k], v)]
     if changed:
         rank_zero_info(
-            f"{ckpt_path} was written with other model arguments; the checkpoint's are used "
-            f"(its weights belong to them): {', '.join(changed)}."
+            f"{ckpt_path} stores its own {', '.join(changed)}: the checkpoint's are used, not the config's "
+            "(the weights belong to them)."
         )
 
 
