@@ -119,8 +119,9 @@ class UnasCLI(LightningCLI):
         latest = folder.parent / LATEST
         shown = latest if latest.is_symlink() and latest.resolve() == folder.resolve() else folder
         lines = [f"outputs of this run: {folder} (also {latest})" if shown == latest else f"outputs: {folder}"]
-        if type(self.model).test_step is not L.LightningModule.test_step:
-            configs = " ".join(f"--config {shlex.quote(str(f))}" for f in config_files(UnasArgumentParser.given_args))
+        files = config_files(UnasArgumentParser.given_args)
+        if files and type(self.model).test_step is not L.LightningModule.test_step:
+            configs = " ".join(f"--config {shlex.quote(str(f))}" for f in files)
             lines.append(f"test it: unas-cli test {configs} --ckpt_path {shown}/checkpoints/last.ckpt")
         rank_zero_info("\n".join(lines))
 
@@ -259,7 +260,7 @@ def _refuse_logger_save_dir(args: tuple[str, ...]) -> None:
         loggers = trainer.get("logger")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             save_dir = logger.get("init_args", {}).get("save_dir") if isinstance(logger, dict) else None
-            if save_dir is not None and str(save_dir) != str(trainer.get("default_root_dir")):
+            if save_dir is not None and str(save_dir) != _root(trainer.get("default_root_dir")):  # a saved config
                 given.append(f"trainer.logger save_dir: {save_dir} in {path}")
     if given:
         raise ValueError(
