@@ -114,13 +114,21 @@ def search(method: str, seed: int, args, out: Path) -> dict:
     return {"method": method, "seed": seed, "genotype": genotype.to_dict(), "search_s": seconds}
 
 
+def search_space():
+    """The search space of ``SEARCH_CONFIG``, built from the config itself (one source for its settings)."""
+    import yaml
+
+    from unas_lightning.dotted import import_dotted
+
+    spec = yaml.safe_load(SEARCH_CONFIG.read_text())["model"]["init_args"]["space"]
+    return import_dotted(spec["class_path"])(**spec.get("init_args", {}))
+
+
 def random_genotypes(n: int, seed: int) -> list[dict]:
-    """``n`` architectures drawn uniformly from the quickstart's space."""
+    """``n`` architectures drawn uniformly from the search config's space."""
     import torch
 
-    from unas_lightning.spaces import DartsSpace
-
-    space = DartsSpace(in_channels=1, num_classes=10, channels=8, layers=3, nodes=4, ops="paper", stem_stride=2)
+    space = search_space()
     g = torch.Generator().manual_seed(seed)
     return [space.genotype(space.distribution().sample(generator=g)).to_dict() for _ in range(n)]
 

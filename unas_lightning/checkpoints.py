@@ -9,13 +9,14 @@ is rejected before anything is written, with what differs.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from unas_lightning.dotted import import_dotted
 
 LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 
@@ -40,9 +41,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_dotted(class_path)
     except (ImportError, AttributeError, ValueError):
         return None
 

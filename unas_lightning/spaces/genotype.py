@@ -31,7 +31,6 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -41,6 +40,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from unas_lightning.dotted import import_dotted
 from unas_lightning.files import write_text_atomic
 
 _REGISTRY: dict[str, type[Genotype]] = {}
@@ -189,9 +189,8 @@ def genotype_type(space: str | None, type_path: str | None = None) -> type[Genot
     if not isinstance(space, str):
         raise ValueError(f"a genotype's 'space' must be a space name such as 'darts', got {space!r}.")
     if type_path:
-        module, _, name = str(type_path).rpartition(".")
         try:
-            found = getattr(importlib.import_module(module), name)
+            found = import_dotted(type_path)
         except (ImportError, AttributeError, ValueError) as err:
             raise ValueError(
                 f"genotype type {type_path!r} cannot be imported ({err}); is its folder on PYTHONPATH?"
