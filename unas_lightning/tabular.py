@@ -74,6 +74,21 @@ def check_black_box(estimator: Estimator) -> None:
         )
 
 
+def phi_step(estimator: Estimator, logits: dict, objective: TableObjective, opt, backward=torch.Tensor.backward):
+    """One phi-step on the table (the estimate, its backward, the optimizer step) and the queries it spent."""
+    before = objective.queries
+    opt.zero_grad()
+    out = estimator.surrogate(logits, objective)
+    backward(out.loss)
+    opt.step()
+    return out, objective.queries - before
+
+
+def within_budget(spent: int, per_step: int | None, budget: int) -> bool:
+    """Whether one more step fits the budget (the first step always runs: its cost is not known before)."""
+    return per_step is None or spent + per_step <= budget
+
+
 def search_table(
     table: NB201Table,
     estimator: Estimator,
@@ -112,12 +127,8 @@ def search_table(
     out: dict[int, TableSearchPoint] = {}
     per_step = None
     for budget in budgets:
-        while per_step is None or objective.queries + per_step <= budget:
-            before = objective.queries
-            opt.zero_grad()
-            estimator.surrogate(logits, objective).loss.backward()
-            opt.step()
-            per_step = objective.queries - before
+        while within_budget(objective.queries, per_step, budget):
+            _, per_step = phi_step(estimator, logits, objective, opt)
         g = most_probable(logits)
         out[budget] = TableSearchPoint(budget, g, table.accuracy(g), table.latency_ms(g))
     return out
@@ -218,19 +229,13 @@ class TabularSearch(L.LightningModule):
         self.objective.generator = torch.Generator().manual_seed(seed)
 
     def on_train_batch_start(self, batch, batch_idx):
-        spent = self.objective.queries
-        if self._per_step is not None and spent + self._per_step > self.queries:
+        if not within_budget(self.objective.queries, self._per_step, self.queries):
             return -1  # the budget is spent: end the epoch (and the run)
         return None
 
     def training_step(self, batch, batch_idx):
-        opt = self.optimizers()
-        before = self.objective.queries
-        opt.zero_grad()
-        out = self.estimator.surrogate(dict(self.arch), self.objective)
-        self.manual_backward(out.loss)
-        opt.step()
-        self._per_step = self.objective.queries - before
+        args = (self.estimator, dict(self.arch), self.objective, self.optimizers(), self.manual_backward)
+        out, self._per_step = phi_step(*args)
         accuracy = self.table.accuracy(self.genotype())
         self.log_dict(
             {
