@@ -44,8 +44,10 @@ from unas_lightning.estimators import (  # noqa: E402
     IndeCateR,
     Rebar,
     Reinforce,
+    ReinMax,
     Relax,
     Softmax,
+    StraightThroughGumbel,
 )
 from unas_lightning.estimators.exact import exact_gradient, sample_gradients  # noqa: E402
 
@@ -100,6 +102,8 @@ def toy_estimators() -> list[tuple[str, Callable[[], Estimator]]]:
         ("Relax (linear g, self-tuning + variance fit)", lambda: Relax(fit="both", self_tuning=True)),
         ("IndeCateR", IndeCateR),
         ("GumbelSoftmax (tau=1)", GumbelSoftmax),
+        ("StraightThroughGumbel (tau=1)", StraightThroughGumbel),
+        ("ReinMax (tau=1)", ReinMax),
         ("Softmax (DARTS)", Softmax),
     ]
 
@@ -194,6 +198,8 @@ def part_b(args) -> None:
             "Rebar self-tuning eta, beta (closed form), independent zeta~",
             Rebar(self_tuning=True, tune_temperature=False, tune_lr=0.05, conditional="independent"),
         ),
+        ("StraightThroughGumbel (biased)", StraightThroughGumbel()),
+        ("ReinMax (biased)", ReinMax()),
         ("GumbelSoftmax (biased)", GumbelSoftmax()),
     ]
     # SearchModule(cv_examples=m): the relaxed control variate on the first m examples of each batch
