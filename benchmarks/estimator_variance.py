@@ -4,6 +4,7 @@
     python benchmarks/estimator_variance.py --part a        # (a) toys: bias and variance, exact gradients
     python benchmarks/estimator_variance.py --part b        # (b) DARTS supernet on Fashion-MNIST
     python benchmarks/estimator_variance.py --part c        # (c) RELAX-paper toy optimization, 10k steps
+    python benchmarks/estimator_variance.py --quick         # every part at toy sizes (seconds; for tests)
 
 (a) Exactly enumerable factorial categoricals: the REBAR/RELAX papers' f(b) = (b - 0.45)^2 as a
     2-category variable, and a 4-variable problem (5 categories each, 625 architectures) with a loss
@@ -262,7 +263,9 @@ def part_b(args) -> None:
 
 
 # -- (c) the RELAX-paper optimization toy ----------------------------------------------------------------
-def optimize_toy(make: Callable[[], Estimator] | None, steps: int, seed: int, target: float = 0.499):
+def optimize_toy(
+    make: Callable[[], Estimator] | None, steps: int, seed: int, target: float = 0.499, var_draws: int = 200
+):
     torch.manual_seed(seed)
     theta = torch.zeros((), requires_grad=True)
     opt = torch.optim.Adam([theta], lr=0.01)
@@ -286,7 +289,7 @@ def optimize_toy(make: Callable[[], Estimator] | None, steps: int, seed: int, ta
         if est is not None and (step + 1) % every == 0:
             frozen = copy.deepcopy(est)
             grads = []
-            for _ in range(200):
+            for _ in range(var_draws):
                 t = theta.detach().clone().requires_grad_(True)
                 (g,) = torch.autograd.grad(frozen.surrogate(logits_of(t), loss_fn).loss, t)
                 grads.append(g)
@@ -311,7 +314,7 @@ def part_c(args) -> None:
     rows = []
     for name, make in runs:
         start = time.perf_counter()
-        results = [optimize_toy(make, args.steps, seed) for seed in range(args.seeds)]
+        results = [optimize_toy(make, args.steps, seed, var_draws=args.var_draws) for seed in range(args.seeds)]
         finals = [r[0] for r in results]
         lv = [r[1] for r in results if r[1] is not None]
         rows.append(
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=4000, help="(a) estimates per estimator")
     parser.add_argument("--steps", type=int, default=10_000, help="(c) optimization steps")
     parser.add_argument("--seeds", type=int, default=3, help="(c) seeds")
+    parser.add_argument("--var-draws", type=int, default=200, help="(c) draws per log-variance checkpoint")
     parser.add_argument("--checkpoint", type=Path, default=None, help="(b) a quickstart search's last.ckpt")
     parser.add_argument("--b-train-steps", type=int, default=300, help="(b) w-steps before measuring")
     parser.add_argument("--b-cv-examples", type=int, nargs="*", default=[8, 4], help="(b) cv_examples rows")
@@ -344,7 +348,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--b-w-step", choices=["discrete", "relaxed"], default="discrete", help="(b) what w was trained on"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="every part at toy sizes (a: 200 estimates, b: 20 w-steps, 8 estimates, no self-tuning or "
+        "sub-batch rows, c: 100 steps, one seed): checks the script, not the figures",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.warmup, args.draws, args.steps, args.seeds, args.var_draws = 30, 200, 100, 1, 20
+        args.b_train_steps, args.b_warmup, args.b_draws, args.b_cv_examples = 20, 4, 8, []
+        args.b_skip = [*args.b_skip, "self-tuning", "independent"]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"`python benchmarks/estimator_variance.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
     print(f"(torch {torch.__version__}, {torch.get_num_threads()} CPU threads)\n")
