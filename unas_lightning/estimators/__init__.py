@@ -15,7 +15,7 @@ black-box estimator (``BlackBox``) needs only values of the loss at one-hot arch
 | ``Rebar`` | REINFORCE + conditional Gumbel control variate (Eq. 3) | yes | k x (1 discrete + 2 relaxed) * |
 | ``Relax`` | REINFORCE + surrogate g control variate (Eq. 5) | yes, for any g | k x 1 discrete (+ 2k of g) * |
 | ``IndeCateR`` | every category of each row, others fixed | yes | 1 + sum_r (K_r - 1) discrete |
-| ``UnorderedSet`` | k distinct samples, built-in baseline (Kool et al. 2020); small spaces | yes | k discrete |
+| ``UnorderedSet`` | k distinct samples (stochastic beam search), built-in baseline (Kool 2020) | yes | k discrete |
 | ``StraightThroughGumbel`` | value at z, gradient of its relaxation zeta | no | 1 discrete, differentiated |
 | ``ReinMax`` | straight-through, Heun's second-order correction (Liu et al. 2023) | no | 1 discrete, differentiated |
 

@@ -15,17 +15,20 @@ rest of S is a sample without replacement from D\\s, and b(S, s) is then an unbi
 E_p[L] = p(s) L(s) + (1 - p(s)) E_{p^{D\\s}}[L], the same constant for every s; so its term averages to
 E_p[L] * sum_s dp(s) = 0.
 
-The set is drawn exactly by the Gumbel-top-k trick over the joint distribution of all rows, and P(S) is
-summed over the k! orders of the set (Plackett-Luce): exact and stable for the small k this estimator
-is used with (k <= 8). The joint distribution is enumerated, so the space must be small:
-NAS-Bench-201's 15,625 cells, not the DARTS space (use ``Reinforce(num_samples=k)`` there).
+The set is drawn exactly, without enumerating the space, by stochastic beam search (Kool, van Hoof and
+Welling, ICML 2019): the Gumbel-top-k trick over the joint distribution, row by row. Every partial
+architecture on the beam gets its children's log-probabilities perturbed by Gumbel noise, conditioned
+(truncated) so that the children's maximum equals the parent's perturbed value; the k largest stay on the
+beam. After the last row the k architectures kept are distributed as the top k of independently
+Gumbel-perturbed joint log-probabilities, i.e. as k draws without replacement, in any space (DARTS:
+10^19 cells) at a cost of k x (categories) per row. P(S) is summed over the k! orders of the set
+(Plackett-Luce): exact and stable for the small k this estimator is used with (k <= 8).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import math
 
 import torch
 from torch import Tensor
@@ -52,6 +55,51 @@ def set_probability(p: Tensor, excluded: float = 0.0) -> Tensor:
     return (q / (1.0 - excluded - before)).prod(1).sum()
 
 
+def stochastic_beam_search(log_probs: list[Tensor], k: int, generator=None) -> tuple[Tensor, Tensor]:
+    """k distinct draws without replacement from the product of the categoricals ``log_probs`` (one
+    [K_r] row of log-probabilities each), without enumerating the product space (module docstring).
+
+    Returns the choices [k', R] (one category per row; k' = min(k, the number of architectures)) and
+    their joint log-probabilities [k'], in the order of their perturbed values (the first is a plain draw).
+
+    Examples:
+        >>> import torch
+        >>> rows = [torch.log_softmax(torch.zeros(3, dtype=torch.float64), -1)] * 2
+        >>> choices, log_p = stochastic_beam_search(rows, 4, torch.Generator().manual_seed(0))
+        >>> choices.shape, len({tuple(c) for c in choices.tolist()}), round(float(log_p.exp().sum()), 4)
+        (torch.Size([4, 2]), 4, 0.4444)
+    """
+    dtype = log_probs[0].dtype if log_probs else torch.float64
+    choices = torch.zeros(1, 0, dtype=torch.long)
+    phi = torch.zeros(1, dtype=dtype)  # joint log-probability of each partial architecture on the beam
+    g = torch.zeros(1, dtype=dtype)  # its (truncated) Gumbel-perturbed value
+    for lp in log_probs:
+        child_phi = phi[:, None] + lp[None, :].to(dtype)  # [beam, K]
+        u = torch.rand(child_phi.shape, dtype=dtype, generator=generator).clamp(1e-300, 1.0)
+        child_g = child_phi - torch.log(-torch.log(u))
+        child_g = _truncate(child_g, g[:, None])  # each parent's children: max equals the parent's value
+        flat = child_g.reshape(-1)
+        top = torch.topk(flat, min(k, flat.numel())).indices
+        parent, category = top // lp.numel(), top % lp.numel()
+        choices = torch.cat([choices[parent], category[:, None]], 1)
+        phi, g = child_phi.reshape(-1)[top], flat[top]
+    return choices, phi
+
+
+def _truncate(g: Tensor, target: Tensor) -> Tensor:
+    """Gumbels ``g`` [B, K] conditioned on their row maximum being ``target`` [B, 1] (numerically stable form
+    of -log(exp(-target) - exp(-max g) + exp(-g)), Kool et al. 2019, appendix B)."""
+    z = g.max(-1, keepdim=True).values
+    v = target - g + _log1mexp(g - z)
+    return target - torch.relu(v) - torch.log1p(torch.exp(-v.abs()))
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)) for x <= 0, accurate near 0 and far below it."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
 @functools.cache
 def _orders(k: int) -> Tensor:
     """The k! orders of k items, [k!, k]."""
@@ -69,7 +117,6 @@ class UnorderedSet(Estimator, BlackBox):
 
     Args:
         num_samples: k, the size of the sampled set (2 to 8).
-        max_architectures: the largest joint space it enumerates.
 
     Examples:
         >>> import torch
@@ -80,46 +127,30 @@ class UnorderedSet(Estimator, BlackBox):
         torch.Size([3])
     """
 
-    def __init__(self, num_samples: int = 4, max_architectures: int = 1_000_000):
+    def __init__(self, num_samples: int = 4):
         super().__init__()
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 2 <= num_samples <= 8:
             raise ValueError(f"num_samples must be an integer from 2 to 8, got {num_samples!r}.")
-        self.num_samples, self.max_architectures = num_samples, int(max_architectures)
+        self.num_samples = num_samples
 
     def hparams(self):
         return {"num_samples": self.num_samples}
 
-    def _joint(self, logits) -> tuple[Tensor, list[tuple[str, int]]]:
-        """log p of every architecture [N] (rows in order, the first most significant) and the rows."""
-        rows = [(k, r) for k, v in logits.items() for r in range(v.reshape(-1, v.shape[-1]).shape[0])]
-        sizes = [logits[k].shape[-1] for k, _ in rows]
-        total = math.prod(sizes)
-        if total > self.max_architectures:
-            raise ValueError(
-                f"UnorderedSet enumerates the joint space of the architecture: {total:,} architectures exceed "
-                f"max_architectures={self.max_architectures:,}. It suits small spaces such as NAS-Bench-201's "
-                "15,625 cells; use Reinforce(num_samples=k) for larger ones."
-            )
-        joint = torch.zeros(1, dtype=torch.float64)
-        for k, r in rows:
-            lp = torch.log_softmax(logits[k].detach().double().reshape(-1, logits[k].shape[-1])[r], -1)
-            joint = (joint[:, None] + lp[None, :]).reshape(-1)
-        return joint, rows
-
     def surrogate(self, logits, loss_fn):
         loss_fn = as_arch_loss(loss_fn)
-        log_joint, rows = self._joint(logits)
-        k = min(self.num_samples, log_joint.numel())
-        gumbel = -torch.log(-torch.log(torch.rand_like(log_joint).clamp_min(1e-300)))
-        picks = torch.topk(log_joint + gumbel, k).indices  # a set drawn without replacement
-        sizes = [logits[key].shape[-1] for key, _ in rows]
-        archs = [self._arch(int(i), logits, rows, sizes) for i in picks]
+        rows = [(key, r) for key, v in logits.items() for r in range(v.reshape(-1, v.shape[-1]).shape[0])]
+        log_probs = [
+            torch.log_softmax(logits[key].detach().double().reshape(-1, logits[key].shape[-1])[r], -1)
+            for key, r in rows
+        ]
+        choices, log_p_joint = stochastic_beam_search(log_probs, self.num_samples)
+        archs = [self._arch(c, logits, rows) for c in choices.tolist()]
         with torch.no_grad():
             f = torch.stack([loss_vector(v, logits).double() for v in loss_fn.many(archs)])
         if f.shape[1] != 1:
             raise ValueError("UnorderedSet takes shared architectures: loss_fn must return a scalar.")
         f = f[:, 0]
-        p = log_joint[picks].exp()
+        p = log_p_joint.exp()
         weights = self._weights(p, f)  # p(s) R(S, s) (L(s) - b(S, s)), detached
         dist = ArchDistribution(logits)
         log_p = torch.stack([dist.log_prob(a) for a in archs])
@@ -147,12 +178,7 @@ class UnorderedSet(Estimator, BlackBox):
         return torch.stack(out)
 
     @staticmethod
-    def _arch(index: int, logits, rows, sizes) -> dict[str, Tensor]:
-        digits = []
-        for size in reversed(sizes):
-            index, d = divmod(index, size)
-            digits.append(d)
-        digits.reverse()
+    def _arch(digits: list[int], logits, rows) -> dict[str, Tensor]:
         arch = {key: torch.zeros_like(v) for key, v in logits.items()}
         flat = {key: a.view(-1, a.shape[-1]) for key, a in arch.items()}
         for (key, r), d in zip(rows, digits, strict=True):
