@@ -120,10 +120,10 @@ def search_table(
     objective = TableObjective(
         table, noisy=noisy, generator=generator, max_latency_ms=max_latency_ms, latency_weight=latency_weight
     )
+    torch.manual_seed(seed)  # before prepare(): an estimator's initial state (RELAX's g) is part of the run
     logits = new_logits()
     estimator.prepare(dict(logits))
     opt = torch.optim.Adam(logits.values(), lr=lr)
-    torch.manual_seed(seed)
     out: dict[int, TableSearchPoint] = {}
     per_step = None
     for budget in budgets:
