@@ -62,6 +62,7 @@ def test_quickstart_config_runs_as_a_subprocess(tmp_path):
         "unas_lightning.estimators.GumbelSoftmax",
         "unas_lightning.estimators.Reinforce",
         "unas_lightning.estimators.Rebar",
+        "unas_lightning.estimators.UnorderedSet",  # k distinct cells of the DARTS space (stochastic beam search)
     ],
 )
 def test_estimator_chosen_on_the_command_line(tmp_path, class_path):
