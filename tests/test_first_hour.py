@@ -230,6 +230,9 @@ def test_a_rejected_value_is_one_line_with_the_cause_the_key_and_the_file(tmp_pa
     proc = run_cli_here(["fit", "--config", str(QUICKSTART), "--model.init_args.estimator.init_args.eta", "x"], capsys)
     _stopped(proc, "expected a float, got 'x'", "key model.init_args.estimator.init_args.eta", "on the command line")
 
+    proc = run_cli_here(["fit", "--config", str(QUICKSTART), "--trainer.limit_val_batches", "x"], capsys)
+    _stopped(proc, "expected an int or a float, got 'x'", "key trainer.limit_val_batches")  # every branch
+
     proc = run_cli_here(["fit", "--config", str(QUICKSTART), "--model.init_args.objective_typo", "gen"], capsys)
     _stopped(proc, "no such option 'objective_typo'", "key model.init_args.objective_typo")
 

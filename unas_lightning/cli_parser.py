@@ -137,6 +137,7 @@ def explain(message: str, args: Sequence[str] = ()) -> str:
     lines = message.splitlines()
     key: list[str] = []
     cause, given, depth = None, None, -1
+    kinds: list[str] = []  # "Expected a <type>" alternatives of one union, at the cause's depth
     for line in lines:
         text = line.strip().lstrip("- ").strip()
         indent = len(line) - len(line.lstrip())
@@ -156,8 +157,13 @@ def explain(message: str, args: Sequence[str] = ()) -> str:
             continue
         if not text or text.startswith(_STRUCTURE) or "NoneType" in text:
             continue
+        kind = re.fullmatch(r"Expected an? <class '(?:[\w.]+\.)?(\w+)'>", text)
+        if kind and indent == depth and kinds:
+            kinds.append(kind.group(1))
+            continue
         if indent >= depth:
             cause, depth, given = text, indent, None
+            kinds = [kind.group(1)] if kind else []
     if cause is None:
         return " ".join(line.strip() for line in lines if not line.strip().startswith("Given value"))
     nested = re.fullmatch(r"NestedArg\(key='[^']*', val='(.*)'\)", given or "")
@@ -173,7 +179,8 @@ def explain(message: str, args: Sequence[str] = ()) -> str:
     got = re.fullmatch(r"Expected an? (\w+)(?:\.?\s*Got value:\s*(.*))?", cause)
     if got and (got.group(2) is not None or given is not None):
         value = got.group(2) if got.group(2) is not None else given
-        cause = f"expected {_article(got.group(1))} {got.group(1)}, got {value!r}"
+        expected = " or ".join(f"{_article(k)} {k}" for k in dict.fromkeys(kinds or [got.group(1)]))
+        cause = f"expected {expected}, got {value!r}"
     elif given is not None and "Given value" not in cause and given not in cause:
         cause = f"{cause[0].lower()}{cause[1:]}, got {given!r}"
     cause = cause[0].lower() + cause[1:] if cause[:1].isupper() and cause[1:2].islower() else cause
