@@ -43,7 +43,7 @@ def _imports(path: Path) -> set[str]:
 #: then the search's own modules; callbacks, retraining, the CLI on top
 FLOORS = {
     "ground": ["unas_lightning.distributions", "unas_lightning.files", "unas_lightning.counting",
-               "unas_lightning.losses", "unas_lightning.held_constant"],
+               "unas_lightning.losses", "unas_lightning.held_constant", "unas_lightning.dotted"],
     "estimators": ["unas_lightning.estimators"],
     "spaces": ["unas_lightning.spaces"],
     "costs": ["unas_lightning.costs"],
