@@ -287,3 +287,19 @@ def test_benchmark_help_prints_usage_without_running():
         [sys.executable, str(ROOT / "benchmarks/params.py"), "--help"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0 and "usage:" in proc.stdout and "|" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_a_file_system_without_symlinks_does_not_stop_the_run(tmp_path, capsys, monkeypatch):
+    """``latest`` is a convenience: where symlinks fail (FAT, some network shares) the search still finishes."""
+    import unas_lightning.callbacks.latest_link as latest_link
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(latest_link.os, "symlink", no_symlinks)
+    with pytest.warns(UserWarning, match="could not point .*latest at version_0"):
+        proc = run_cli_here(tiny_args(tmp_path), capsys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "quickstart" / "version_0" / "genotype.json").is_file()
+    assert not (tmp_path / "quickstart" / "latest").exists()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 
 from unas_lightning.files import run_dir
 
@@ -34,7 +35,10 @@ class LatestRunLink(L.Callback):
         if not trainer.is_global_zero or trainer.logger is None or folder.name == self.name:
             return
         link = folder.parent / self.name
-        link_here(link, folder)
+        try:
+            link_here(link, folder)
+        except OSError as err:  # a file system without symlinks: the run goes on, the version paths still work
+            rank_zero_warn(f"could not point {link} at {folder.name} ({err}); use the version folder's path.")
 
 
 def link_here(link: Path, target: Path) -> None:
