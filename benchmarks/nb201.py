@@ -9,8 +9,8 @@ and is judged by the *true* (seed-averaged) accuracy of its most probable cell a
 table queries, and by the regret to the table's optimum. Random search draws as many cells uniformly and
 keeps the one with the best observed (noisy) accuracy. The learning rate of phi is chosen once, on
 CIFAR-10 at 300 queries, from ``--lrs``, per estimator; CIFAR-100 and ImageNet16-120 reuse it untouched.
-A last table puts a latency budget (the table's median latency) on the search: RELAX on the error plus a
-hinge on the table's latency, against random search among the cells within the budget.
+A last table puts a latency budget (the table's median latency) on the search: RELAX and RLOO on the error
+plus a hinge on the table's latency, against random search among the cells within the budget.
 
 Writes ``results.json``, ``table.md`` and ``nb201_queries.png`` (true accuracy against queries,
 CIFAR-10, mean and std over seeds) to ``--out``.
@@ -96,25 +96,29 @@ def run(args) -> dict:
         results["datasets"][ds] = rows
         print(f"{ds} done", file=sys.stderr)
 
-    # 3. a latency budget: RELAX on error + hinge vs random search within the budget (CIFAR-10)
-    if "relax4" in methods and args.latency:
+    # 3. a latency budget: RELAX and RLOO on error + hinge vs random search within the budget (CIFAR-10)
+    hinged = [m for m in ("relax4", "rloo4") if m in methods]
+    if hinged and args.latency:
         table = NB201Table("cifar10")
         budget = float(table.latencies_ms.median())
         q = args.tune_budget
-        lr = results["lr"]["relax4"]["chosen"]
-        relax = [
-            search_table(
-                table, found["relax4"][0](), q, seed=s, lr=lr, max_latency_ms=budget, latency_weight=args.latency_weight
-            )[q]
-            for s in seeds
-        ]
+        searched = {
+            m: [
+                search_table(
+                    table, found[m][0](), q, seed=s, lr=results["lr"][m]["chosen"], max_latency_ms=budget,
+                    latency_weight=args.latency_weight,
+                )[q]
+                for s in seeds
+            ]
+            for m in hinged
+        }  # fmt: skip
         rand = [random_search(table, q, seed=s, max_latency_ms=budget) for s in seeds]
         results["latency"] = {
             "budget_ms": budget,
             "weight": args.latency_weight,
             "queries": q,
             "optimum": table.best(budget)[1],
-            "relax4": [p.to_dict() for p in relax],
+            **{m: [p.to_dict() for p in points] for m, points in searched.items()},
             "random": [p.to_dict() for p in rand],
         }
     return results
@@ -147,10 +151,15 @@ def tables(results: dict) -> str:
         )
         out.append("| method | true accuracy % | latency ms (mean) | within budget |")
         out.append("|---|---|---|---|")
-        for m in ("relax4", "random"):
+        names = {
+            "relax4": "RELAX (4 samples), error + latency hinge",
+            "rloo4": "RLOO (4 samples), error + latency hinge",
+            "random": "random search within the budget",
+        }
+        for m in [m for m in names if m in lat]:
             pts = lat[m]
             within = sum(p["latency_ms"] <= lat["budget_ms"] for p in pts)
-            name = "RELAX (4 samples), error + latency hinge" if m == "relax4" else "random search within the budget"
+            name = names[m]
             out.append(
                 f"| {name} | {_mean_std([p['accuracy'] for p in pts])} | "
                 f"{statistics.mean(p['latency_ms'] for p in pts):.2f} | {within}/{len(pts)} |"
