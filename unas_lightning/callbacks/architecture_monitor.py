@@ -173,8 +173,7 @@ def retrain_network(genotype, config: str, shape) -> dict:
         for key in ("genotype", "optimizer", "scheduler"):
             args.pop(key, None)
         module = RetrainModule(genotype=genotype.to_dict(), **args)
-        size = _size(module.net, shape or (module.in_channels, 32, 32))
-        size["parameters"] = module.num_parameters  # without the auxiliary head, as papers report
+        size = _size(module.net, shape or (module.in_channels, 32, 32))  # parameters without the auxiliary head
     except (OSError, yaml.YAMLError, TypeError, ValueError, KeyError, AttributeError) as err:
         return {"config": config, "error": f"{type(err).__name__}: {err}"}
     return {"config": config, **size}
