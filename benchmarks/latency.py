@@ -4,6 +4,7 @@
     python benchmarks/latency.py --part b     # latency-target tracking of three short searches
     python benchmarks/latency.py --part c     # searched / published / torchvision networks (ImageNet size)
     python benchmarks/latency.py              # all (about 30 minutes on 2 CPU cores)
+    python benchmarks/latency.py --quick      # all three at toy sizes (under a minute; checks the script)
 
 (a) The ProxylessNAS space of configs/search/proxyless_latency_quick.yaml (width x0.25, 28x28 inputs,
     batch 32, 1 CPU thread): N architectures sampled uniformly and timed (median of 10 after 3 warm-up
@@ -106,7 +107,7 @@ def part_b(args, latencies: list[float]) -> None:
     if not latencies:
         latencies = time_archs(quick_space(), 100, "eager")[1]
     q = statistics.quantiles(latencies, n=10)
-    targets = [round(q[1], 1), round(q[4], 1), round(q[7], 1)]  # 20%, 50%, 80% quantiles
+    targets = [round(q[int(10 * f) - 1], 1) for f in args.b_quantiles]  # e.g. the 20%, 50%, 80% quantiles
     rows = []
     for target in targets:
         with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +122,7 @@ def part_b(args, latencies: list[float]) -> None:
                     "--model.init_args.costs.init_args.form", "hinge",
                     "--model.init_args.costs.init_args.target", str(target),
                     "--model.init_args.costs.init_args.weight", "5.0",
-                    "--model.init_args.costs.init_args.calibration_archs", "100",
+                    "--model.init_args.costs.init_args.calibration_archs", str(args.b_calibration),
                 ]
             )  # fmt: skip
             report = json.loads(next(Path(tmp).rglob("costs.json")).read_text())
@@ -142,7 +143,7 @@ def part_b(args, latencies: list[float]) -> None:
     print(
         f"configs/search/proxyless_latency_quick.yaml, Reinforce for the accuracy term (one-hot steps only), hinge "
         f"latency penalty with lambda_lat 5, {args.b_epochs} epochs x {args.b_steps} steps (1 warm-up); targets at "
-        f"the 20/50/80% quantiles of uniformly sampled architectures.\n"
+        f"the {'/'.join(f'{100 * f:.0f}' for f in args.b_quantiles)}% quantiles of uniformly sampled architectures.\n"
     )
     print(table(rows, list(rows[0])))
     print()
@@ -168,12 +169,12 @@ def part_c(args) -> None:
     shape = (3, 224, 224)
     for name, model in models:
         model = model.to(args.device)
-        lat32 = measure_latency(model, shape, batch_size=32, warmup=2, repeats=args.c_repeats)
+        lat32 = measure_latency(model, shape, batch_size=args.c_batch, warmup=2, repeats=args.c_repeats)
         lat1 = measure_latency(model, shape, batch_size=1, warmup=5, repeats=5 * args.c_repeats)
         rows.append(
             {
                 "network": name,
-                "latency b=32 ms": f"{lat32.median_ms:.1f}",
+                f"latency b={args.c_batch} ms": f"{lat32.median_ms:.1f}",
                 "latency b=1 ms": f"{lat1.median_ms:.2f}",
                 "params M": f"{count_parameters(model) / 1e6:.2f}",
                 "MACs M": f"{multiply_adds(model, shape) / 1e6:.0f}",
@@ -182,7 +183,9 @@ def part_c(args) -> None:
         print(f"  done: {name}", file=sys.stderr, flush=True)
     print(f"## (c) Searched and published networks at ImageNet size on this {args.device.split(':')[0].upper()}\n")
     threads, reps = torch.get_num_threads(), args.c_repeats
-    print(f"3x224x224, eager PyTorch, {threads} threads, median of {reps} (b=32) and {5 * reps} (b=1) runs.\n")
+    print(
+        f"3x224x224, eager PyTorch, {threads} threads, median of {reps} (b={args.c_batch}) and {5 * reps} (b=1) runs.\n"
+    )
     print(table(rows, list(rows[0])))
     print()
 
@@ -195,10 +198,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--b-epochs", type=int, default=3)
     parser.add_argument("--b-steps", type=int, default=40)
+    parser.add_argument("--b-calibration", type=int, default=100, help="(b) networks timed to fit the surrogate")
+    parser.add_argument(
+        "--b-quantiles",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=[0.2, 0.5, 0.8],
+        help="(b) latency targets: quantiles (tenths) of the sampled latencies",
+    )
     parser.add_argument("--genotype", type=Path, default=None, help="(c) a searched ProxylessNAS genotype.json")
     parser.add_argument("--c-repeats", type=int, default=5)
+    parser.add_argument("--c-batch", type=int, default=32, help="(c) the large batch")
+    parser.add_argument(
+        "--quick", action="store_true", help="every part at toy sizes (a: 24 networks, b: one short search, c: b=2)"
+    )
     parser.add_argument("--device", default="cpu", help="(a), (c) where to time: cpu or cuda (CUDA events)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.a_runs, args.b_epochs, args.b_steps, args.b_calibration = "eager:24", 2, 2, 12
+        args.b_quantiles, args.c_repeats, args.c_batch = [0.5], 1, 2
     print(f"`python benchmarks/latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
     print(f"(torch {torch.__version__}, {where})\n")

@@ -2,6 +2,7 @@
 
     python benchmarks/search_step.py                       # CPU here, or the GPU when one is present
     python benchmarks/search_step.py --steps 30 --rounds 3 --batch-size 64 --channels 16
+    python benchmarks/search_step.py --quick               # unas, darts1, floor: 2 steps, 1 round (checks the script)
     # the CIFAR search's scale: 8 cells, width 16, batch 64, 32x32 input (Fashion-MNIST padded)
     python benchmarks/search_step.py --layers 8 --channels 16 --batch-size 64 --image-size 32 --stem-stride 1 \
         --steps 3 --warmup 1 --rounds 1 --methods unas,unas_paper,unas_paper_ckpt,darts1,floor
@@ -291,7 +292,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quick", action="store_true", help="unas, darts1 and floor, 1 round of 2 timed steps (checks the script)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup, args.rounds = 2, 1, 1
+        if not any(a.startswith("--methods") for a in sys.argv[1:]):
+            args.methods = "unas,darts1,floor"
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args)))
         return
