@@ -50,3 +50,14 @@ def test_search_step_benchmark_quick_times_unas_darts_and_the_floor():
     assert [name.split(":")[0] for name in rows] == ["UNAS", "DARTS first order", "floor"]
     assert all(float(cells[0]) > 0 for cells in rows.values())
     assert rows[next(iter(rows))][3] and "ratios: unas/darts1=" in proc.stdout
+
+
+def test_params_benchmark_matches_the_published_sizes(capsys):
+    """benchmarks/params.py (5 s, no quick mode needed): every published parameter count within 5%."""
+    benchmark("params").main([])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    published = [row for row in rows if row[3]]  # genotype, network, params, published, ...
+    assert len(rows) == 8 and len(published) == 4, rows
+    for row in published:
+        assert abs(float(row[2]) / float(row[3]) - 1) < 0.05, row
