@@ -12,7 +12,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -270,23 +269,26 @@ def test_help_describes_the_tool_and_lists_the_estimators(capsys):
         assert name in text, name
 
 
-@pytest.mark.parametrize("argv", [["missing.json"], ["{}"]])
-def test_visualize_with_a_missing_or_bad_genotype_stops_with_a_message(tmp_path, argv):
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"space": "darts", "normal": [], "reduce": []}')
-    target = str(tmp_path / argv[0]) if argv[0] != "{}" else str(bad)
-    proc = subprocess.run(
-        [sys.executable, "-m", "unas_lightning.visualize", target], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+@pytest.mark.parametrize("which", ["missing", "empty cells"])
+def test_visualize_with_a_missing_or_bad_genotype_stops_with_a_message(tmp_path, capsys, which):
+    from unas_lightning.visualize import main as visualize
+
+    target = tmp_path / f"{which.replace(' ', '_')}.json"
+    if which == "empty cells":
+        target.write_text('{"space": "darts", "normal": [], "reduce": []}')
+    with pytest.raises(SystemExit) as stop:
+        visualize([str(target)])
+    assert stop.value.code == 2 and "Traceback" not in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_benchmark_help_prints_usage_without_running():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/params.py"), "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0 and "usage:" in proc.stdout and "|" not in proc.stdout, proc.stdout[-2000:]
+def test_benchmark_help_prints_usage_without_running(capsys):
+    from conftest import benchmark
+
+    with pytest.raises(SystemExit) as stop:
+        benchmark("params").main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "usage:" in out and "|" not in out, out[-2000:]
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
