@@ -1,13 +1,12 @@
-"""RetrainModule and the augmentation: recipes, checks, and a search -> retrain -> test run on real data."""
+"""RetrainModule and the augmentation: recipes and checks (the search -> retrain -> test run on real data is
+the README flow in tests/test_first_hour.py)."""
 
 from __future__ import annotations
 
 import itertools
-import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, subprocess_env, tiny_args, unas_cli
 
 from unas_lightning import RetrainModule
 from unas_lightning.augment import augment_batch, cutout, random_crop
@@ -49,36 +48,3 @@ def test_bad_retrain_settings_stop_early():
         RetrainModule("PROXYLESS_GPU", network="cifar")
     with pytest.raises(FileNotFoundError, match="give a JSON file path or one of"):
         RetrainModule("no/such/genotype.json")
-
-
-@pytest.mark.usefixtures("fashion_mnist_available")
-def test_search_then_retrain_then_test_on_fashion_mnist(tmp_path):
-    """The README flow: a quickstart search writes genotype.json; quick_fmnist.yaml retrains it and tests it."""
-    env = subprocess_env()
-    search = subprocess.run(
-        [*unas_cli(), *tiny_args(tmp_path / "search")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert search.returncode == 0, search.stderr[-3000:]
-    genotype = next((tmp_path / "search").rglob("genotype.json"))
-    common = [
-        "--config", str(ROOT / "configs/retrain/quick_fmnist.yaml"),
-        "--model.init_args.genotype", str(genotype),
-        "--model.init_args.channels", "8",
-        "--model.init_args.layers", "3",
-        "--trainer.default_root_dir", str(tmp_path / "retrain"),
-        "--trainer.enable_progress_bar", "false",
-        "--data.init_args.max_train_examples", "512",
-    ]  # fmt: skip
-    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2"]
-    fit = subprocess.run(
-        [*unas_cli(), "fit", *common, *short],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = next((tmp_path / "retrain").rglob("last.ckpt"))
-    test = subprocess.run(
-        [*unas_cli(), "test", *common, "--ckpt_path", str(ckpt), "--trainer.limit_test_batches", "3"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert test.returncode == 0, test.stderr[-3000:]
-    assert "test/acc_top1" in test.stdout + test.stderr
