@@ -57,6 +57,23 @@ def benchmark(name: str):
         sys.path.pop(0)
 
 
+def markdown_rows(text: str, heading: str = "") -> list[list[str]]:
+    """The body rows (cells stripped) of the first markdown table after ``heading`` in a benchmark's output."""
+    lines = text[text.index(heading) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start + 2 :]:  # past the header and the |---| line
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def markdown_table(text: str, heading: str = "") -> dict[str, list[str]]:
+    """``markdown_rows`` keyed by the first cell: name -> the other cells."""
+    return {row[0]: row[1:] for row in markdown_rows(text, heading)}
+
+
 def unas_cli() -> list[str]:
     return [sys.executable, "-m", "unas_lightning.cli"]
 

@@ -10,31 +10,19 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, benchmark, subprocess_env
-
-
-def _rows(text: str, heading: str) -> dict[str, list[str]]:
-    lines = text[text.index(heading) :].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    rows = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
+from conftest import ROOT, benchmark, markdown_rows, markdown_table, subprocess_env
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_latency_benchmark_quick_fits_a_surrogate_tracks_a_target_and_sizes_the_networks(capsys):
     benchmark("latency").main(["--quick"])
     out = capsys.readouterr().out
-    surrogate = _rows(out, "## (a)")
+    surrogate = markdown_table(out, "## (a)")
     assert list(surrogate) == ["eager"] and surrogate["eager"][0] == "24"
     assert 0 < float(surrogate["eager"][3]) < 100  # held-out MAPE %, a real fit on measured latencies
-    tracking = _rows(out, "## (b)")
+    tracking = markdown_table(out, "## (b)")
     assert len(tracking) == 1 and all(float(c) > 0 for c in next(iter(tracking.values()))[:2])
-    networks = _rows(out, "## (c)")
+    networks = markdown_table(out, "## (c)")
     assert len(networks) == 7 and {"ProxylessNAS-GPU", "mobilenet_v2", "efficientnet_b0"} <= set(networks)
     assert networks["mobilenet_v2"][2:] == ["3.50", "301"]  # params M, MACs M (published: 3.4-3.5M, 300M)
 
@@ -46,7 +34,7 @@ def test_search_step_benchmark_quick_times_unas_darts_and_the_floor():
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(proc.stdout, "| method")
+    rows = markdown_table(proc.stdout, "| method")
     assert [name.split(":")[0] for name in rows] == ["UNAS", "DARTS first order", "floor"]
     assert all(float(cells[0]) > 0 for cells in rows.values())
     assert rows[next(iter(rows))][3] and "ratios: unas/darts1=" in proc.stdout
@@ -55,8 +43,7 @@ def test_search_step_benchmark_quick_times_unas_darts_and_the_floor():
 def test_params_benchmark_matches_the_published_sizes(capsys):
     """benchmarks/params.py (5 s, no quick mode needed): every published parameter count within 5%."""
     benchmark("params").main([])
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    rows = markdown_rows(capsys.readouterr().out, "| genotype")
     published = [row for row in rows if row[3]]  # genotype, network, params, published, ...
     assert len(rows) == 8 and len(published) == 4, rows
     for row in published:

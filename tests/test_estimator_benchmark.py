@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import benchmark
+from conftest import benchmark, markdown_table
 
 UNBIASED = ("Reinforce", "RLOO", "Rebar", "Relax", "IndeCateR")
-
-
-def _rows(text: str, heading: str) -> dict[str, list[str]]:
-    """The markdown table after ``heading``: estimator name -> its other cells."""
-    lines = text[text.index(heading) :].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| estimator"))
-    rows = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells[1:]
-    return rows
 
 
 @pytest.mark.usefixtures("fashion_mnist_available")
@@ -26,14 +13,14 @@ def test_estimator_benchmark_quick_flags_the_relaxations_and_not_the_unbiased(ca
     benchmark("estimator_variance").main(["--quick"])
     out = capsys.readouterr().out
 
-    toy = _rows(out, "### 4 variables x 5 categories")
+    toy = markdown_table(out, "### 4 variables x 5 categories")
     assert len(toy) == 14, sorted(toy)
     z = {name: float(cells[1]) for name, cells in toy.items() if not cells[1].startswith("det.")}
     # 200 estimates: every unbiased estimator inside the band, the relaxation far outside (~54 at 4000)
     assert all(z[name] < 4.5 for name in z if name.startswith(UNBIASED)), z
     assert z["GumbelSoftmax (tau=1)"] > 4.5 and z["StraightThroughGumbel (tau=1)"] > 4.5, z
 
-    supernet = _rows(out, "## (b) DARTS supernet")
+    supernet = markdown_table(out, "## (b) DARTS supernet")
     assert set(supernet) == {
         "Reinforce, EMA baseline",
         "RLOO k=3",
@@ -45,5 +32,5 @@ def test_estimator_benchmark_quick_flags_the_relaxations_and_not_the_unbiased(ca
     total = {name: float(cells[2]) for name, cells in supernet.items()}
     assert total["Reinforce, EMA baseline"] == 1.0 and total["GumbelSoftmax (biased)"] < 0.5, total
 
-    optimization = _rows(out, "## (c) Optimizing")
+    optimization = markdown_table(out, "## (c) Optimizing")
     assert len(optimization) == 7 and optimization["exact gradient"][2] == "0 (exact)"
