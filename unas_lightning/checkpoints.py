@@ -99,9 +99,10 @@ def checkpoint_mismatch(model: nn.Module, checkpoint: dict) -> str | None:
     return "; ".join(parts) + (f"; it was written by {written_by}" if written_by else "")
 
 
-def check_checkpoint_fits(model: nn.Module, path: str | os.PathLike) -> None:
-    """Raise ``ValueError`` saying what differs when the checkpoint at ``path`` does not fit ``model``."""
-    problem = checkpoint_mismatch(model, load_checkpoint(path))
+def check_checkpoint_fits(model: nn.Module, path: str | os.PathLike, checkpoint: dict | None = None) -> None:
+    """Raise ``ValueError`` saying what differs when the checkpoint at ``path`` does not fit ``model``
+    (``checkpoint``: its contents when already loaded)."""
+    problem = checkpoint_mismatch(model, checkpoint if checkpoint is not None else load_checkpoint(path))
     if problem is not None:
         describe = getattr(model, "describe", None)
         this = f" This run is {describe()}." if callable(describe) else ""

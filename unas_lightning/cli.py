@@ -73,13 +73,15 @@ class UnasCLI(LightningCLI):
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
-            found = find_last_checkpoint([r for r in _config_roots(config) if r.is_dir()])
-            where = ", ".join(str(r) for r in _config_roots(config))
+            roots = _config_roots(config)
+            found = find_last_checkpoint([r for r in roots if r.is_dir()])
+            where = ", ".join(str(r) for r in roots)
             rank_zero_info(f"resuming from {found}" if found else f"no last.ckpt under {where}: starting a fresh run")
             config["ckpt_path"] = ckpt_path = str(found) if found else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return  # a missing file is reported by _resolve_checkpoint once the model is known
         checkpoint = load_checkpoint(ckpt_path)
+        self._loaded = (str(ckpt_path), checkpoint)  # read once: _resolve_checkpoint checks the same contents
         model_class = config.model.get("class_path") if isinstance(config.get("model"), Namespace) else None
         check_written_by(checkpoint, model_class, ckpt_path)
         _continue_in_version(config, Path(ckpt_path))
@@ -120,14 +122,14 @@ class UnasCLI(LightningCLI):
         shown = latest if latest.is_symlink() and latest.resolve() == folder.resolve() else folder
         lines = [f"outputs of this run: {folder} (also {latest})" if shown == latest else f"outputs: {folder}"]
         files = config_files(UnasArgumentParser.given_args)
-        if files and type(self.model).test_step is not L.LightningModule.test_step:
+        if files and _has_step(self.model, "test_step"):
             configs = " ".join(f"--config {shlex.quote(str(f))}" for f in files)
             lines.append(f"test it: unas-cli test {configs} --ckpt_path {shown}/checkpoints/last.ckpt")
         rank_zero_info("\n".join(lines))
 
     def _check_has_step(self, step: str, subcommand: str) -> None:
         """``unas-cli test`` with a search config: say what to run instead of Lightning's traceback."""
-        if getattr(type(self.model), step) is getattr(L.LightningModule, step):
+        if not _has_step(self.model, step):
             raise ValueError(
                 f"a {type(self.model).__name__} has no {step}: `unas-cli {subcommand}` evaluates a trained network. "
                 "A search's result is its genotype.json; retrain and test it with a retrain config, e.g. "
@@ -157,7 +159,8 @@ class UnasCLI(LightningCLI):
             return
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"checkpoint {ckpt_path} not found; pass an existing .ckpt file or 'last'.")
-        check_checkpoint_fits(self.model, ckpt_path)
+        path, checkpoint = getattr(self, "_loaded", (None, None))
+        check_checkpoint_fits(self.model, ckpt_path, checkpoint if path == str(ckpt_path) else None)
 
     # -- running ------------------------------------------------------------------------------------
     def _run_subcommand(self, subcommand: str) -> None:
@@ -166,6 +169,11 @@ class UnasCLI(LightningCLI):
         except BaseException:
             _stop_other_ranks(self.trainer)
             raise
+
+
+def _has_step(model, step: str) -> bool:
+    """Whether ``model`` defines ``step`` (``test_step``, ...) rather than inheriting LightningModule's stub."""
+    return getattr(type(model), step) is not getattr(L.LightningModule, step)
 
 
 def _root(default_root_dir) -> str:
