@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,6 @@ TINY_ARGS = [
     "--trainer.max_epochs", "2",
     "--trainer.limit_train_batches", "3",
     "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
     "--trainer.log_every_n_steps", "1",
     "--data.init_args.max_train_examples", "512",
     "--data.init_args.batch_size", "16",
@@ -72,6 +71,40 @@ def markdown_rows(text: str, heading: str = "") -> list[list[str]]:
 def markdown_table(text: str, heading: str = "") -> dict[str, list[str]]:
     """``markdown_rows`` keyed by the first cell: name -> the other cells."""
     return {row[0]: row[1:] for row in markdown_rows(text, heading)}
+
+
+def session_processes(sid: int) -> list[str]:
+    """Live (not zombie) processes of the session ``sid``, as ``pid command`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {cmdline[:200]}")
+    return found
+
+
+def launch_in_session(args: list[str], log: Path, timeout: float) -> tuple[int | None, list[str]]:
+    """``unas-cli ARGS`` as a launcher in a session of its own (output to ``log``): its exit status (None when
+    it outlived ``timeout``) and the processes of its session left right after it ended; none is left
+    running afterwards."""
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(
+            [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = launcher.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        left = session_processes(launcher.pid)
+        if left or code is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    return code, left
 
 
 def unas_cli() -> list[str]:

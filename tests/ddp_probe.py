@@ -43,3 +43,26 @@ class KillSelf(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalLauncher(Callback):
+    """On rank ``rank``, at the start of batch ``batch`` of epoch ``epoch``, sends ``signum`` to the launcher
+    (rank 0's process: the parent of the other ranks, or itself on rank 0), as ``timeout`` or ``scancel`` would."""
+
+    def __init__(self, epoch: int, batch: int, rank: int = 1, signum: int = int(signal.SIGTERM)):
+        self.epoch, self.batch, self.rank, self.signum = epoch, batch, rank, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid() if self.rank == 0 else os.getppid(), self.signum)
+
+
+class CollectiveOnRankZero(Callback):
+    """A callback that breaks the DDP rule: a barrier on rank 0 alone at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.is_global_zero and trainer.current_epoch == self.epoch:
+            trainer.strategy.barrier("rank-zero-only")

@@ -208,7 +208,6 @@ def _quick_latency_args(tmp_path, num_archs: int, *extra: str, overlay: Path | N
     args = [
         "fit", "--config", str(ROOT / "configs/search/proxyless_latency_quick.yaml"), *costs,
         "--trainer.default_root_dir", str(run),
-        "--trainer.enable_progress_bar", "false",
         "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1",
         "--data.init_args.batch_size", "8",

@@ -115,7 +115,6 @@ def test_a_space_defined_outside_the_package_runs_search_retrain_visualize_and_s
     """examples/custom_space.py by class_path: search -> genotype.json -> retrain -> visualize -> summary.json."""
     tiny = [
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--data.init_args.max_train_examples", "256", "--data.init_args.batch_size", "16",
     ]  # fmt: skip
     search = tmp_path / "search"

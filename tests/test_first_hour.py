@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICKSTART, ROOT, TINY_ARGS, run_cli_here, subprocess_env, tiny_args, unas_cli
+from conftest import QUICKSTART, ROOT, TINY_ARGS, launch_in_session, run_cli_here, tiny_args
 
 QUICK_RETRAIN = ROOT / "configs/retrain/quick_fmnist.yaml"
 PROXYLESS = ROOT / "configs/search/proxyless_imagenet_latency.yaml"
@@ -51,7 +50,7 @@ def _readme_command(subcommand: str) -> list[str]:
 TINY_RETRAIN = [
     "--model.init_args.channels", "8", "--model.init_args.layers", "3",
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-    "--trainer.enable_progress_bar", "false", "--data.init_args.max_train_examples", "256",
+    "--data.init_args.max_train_examples", "256",
 ]  # fmt: skip
 
 
@@ -177,20 +176,6 @@ def test_a_gpu_config_without_a_gpu_says_how_to_run_on_the_cpu(tmp_path, capsys)
 # -- DDP -------------------------------------------------------------------------------------------------
 
 
-def _session_processes(sid: int) -> list[str]:
-    """Live (not zombie) processes of the session ``sid``, as ``pid command``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{stat.parent.name} {cmdline[:200]}")
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_under_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
@@ -199,17 +184,7 @@ def test_under_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
     ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     args = tiny_args(tmp_path / "run", *ddp, "--data.init_args.root", str(tmp_path / "empty"))
     log = tmp_path / "log.txt"
-    with open(log, "w") as out:
-        launcher = subprocess.Popen(
-            [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            code = launcher.wait(timeout=300)
-            left = _session_processes(launcher.pid)
-        finally:
-            if _session_processes(launcher.pid):
-                os.killpg(launcher.pid, signal.SIGKILL)
+    code, left = launch_in_session(args, log, timeout=300)
     text = log.read_text()
     assert code == 2, text[-3000:]
     assert not left, f"ranks outlived the launcher: {left}"

@@ -169,15 +169,14 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
     """configs/search/nb201_fmnist.yaml -> genotype.json (the benchmark's string) -> nb201_fmnist.yaml fit + test."""
     from unas_lightning.cli import UnasCLI
 
-    def quiet(name):
+    def run_in(name):
         return [
             "--trainer.default_root_dir", str(tmp_path / name),
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--data.init_args.max_train_examples", "512",
         ]  # fmt: skip
 
     search = [
-        "fit", "--config", str(ROOT / "configs/search/nb201_fmnist.yaml"), *quiet("search"),
+        "fit", "--config", str(ROOT / "configs/search/nb201_fmnist.yaml"), *run_in("search"),
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
         "--model.init_args.warmup_epochs", "1", "--data.init_args.batch_size", "16",
     ]  # fmt: skip
@@ -186,7 +185,7 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
     cell = NB201Genotype.from_arch_str(json.loads(path.read_text())["arch"])
     assert load_genotype(path) == cell and cell.table_key() in NB201Table("cifar10").records
     retrain = [
-        "--config", str(ROOT / "configs/retrain/nb201_fmnist.yaml"), *quiet("retrain"),
+        "--config", str(ROOT / "configs/retrain/nb201_fmnist.yaml"), *run_in("retrain"),
         "--model.init_args.genotype", str(path), "--model.init_args.channels", "4", "--model.init_args.layers", "1",
     ]  # fmt: skip
     short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1"]
@@ -221,7 +220,6 @@ def test_tabular_search_runs_from_the_cli_within_its_query_budget(tmp_path):
         "fit", "--config", str(ROOT / "configs/search/nb201_tabular.yaml"),
         "--model.init_args.queries", "60",
         "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     cli = UnasCLI(args=args)
     assert cli.model.objective.queries == 50  # 2 steps of IndeCateR (25 queries each); a 3rd would exceed 60

@@ -17,7 +17,6 @@ def _search(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
     args = [
         "fit", "--config", str(ROOT / "configs/search/quickstart.yaml"),
         "--trainer.default_root_dir", str(tmp_path / name),
-        "--trainer.enable_progress_bar", "false",
         "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", "3",
         "--trainer.limit_train_batches", "6",

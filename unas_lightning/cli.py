@@ -6,7 +6,10 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -16,10 +19,18 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from unas_lightning.callbacks.graceful_shutdown import (
+    GRACE_SECONDS,
+    GracefulShutdown,
+    RunInterrupted,
+    describe_traceback,
+)
 from unas_lightning.callbacks.latest_link import LATEST, LatestRunLink
 from unas_lightning.checkpoints import check_checkpoint_fits, check_written_by, find_last_checkpoint, load_checkpoint
 from unas_lightning.cli_parser import UnasArgumentParser, config_files
 from unas_lightning.data import MissingDatasetError
+
+DDP_TIMEOUT = 1800.0  # seconds, torch.distributed's default
 
 
 class UnasCLI(LightningCLI):
@@ -43,6 +54,11 @@ class UnasCLI(LightningCLI):
     * ``--trainer.strategy ddp`` is mapped to ``ddp_find_unused_parameters_true``: a search step
       runs only the sampled operations, so most supernet weights are unused in any one step. When rank
       0 fails, the other ranks are stopped with it.
+    * A hang watchdog under DDP: a collective that does not complete within ``--ddp_timeout`` seconds
+      (default 1800) fails the run with one line naming the hook it waited in (a DDP strategy given by
+      name gets this timeout).
+    * SIGTERM or Ctrl-C (``GracefulShutdown``, added to every fit): every rank stops at the same batch,
+      ``last.ckpt`` is written there, the run exits with 128 + the signal; ``--ckpt_path last`` resumes it.
     * Errors a user can cause exit with status 2 and one line: the cause, the key and the file.
     """
 
@@ -57,6 +73,12 @@ class UnasCLI(LightningCLI):
     # -- parsing ------------------------------------------------------------------------------------
     def add_arguments_to_parser(self, parser) -> None:
         parser.ints_before_floats()
+        parser.add_argument(
+            "--ddp_timeout",
+            type=float,
+            default=DDP_TIMEOUT,
+            help="seconds a DDP collective may wait before the run fails, naming the hook it waits in",
+        )
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir", compute_fn=_root)
 
     def parse_arguments(self, parser, args) -> None:
@@ -89,18 +111,23 @@ class UnasCLI(LightningCLI):
         super()._parse_ckpt_path()
         _report_overrides(before, _model_args(self.config[subcommand]), ckpt_path)
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        trainer = config.get("trainer")
-        if trainer is not None and trainer.get("strategy") in ("ddp", "ddp_spawn"):
-            trainer["strategy"] = f"{trainer['strategy']}_find_unused_parameters_true"
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with a DDP strategy named in the config built with ``--ddp_timeout`` (and 'ddp' allowing
+        unused parameters)."""
+        config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
+        strategy = (config.get("trainer") or {}).get("strategy")
+        timeout = (self.config.get(self.subcommand, self.config) if self.subcommand else self.config).get("ddp_timeout")
+        if "strategy" not in kwargs and isinstance(strategy, str):
+            kwargs["strategy"] = ddp_strategy(strategy, DDP_TIMEOUT if timeout is None else timeout)
+        return super().instantiate_trainer(**kwargs)
 
     # -- before each subcommand ---------------------------------------------------------------------
     def before_fit(self) -> None:
         self._check_writable()
         self._resolve_checkpoint()
-        if not any(isinstance(cb, LatestRunLink) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.append(LatestRunLink())
+        for cls in (LatestRunLink, GracefulShutdown):
+            if not any(isinstance(cb, cls) for cb in self.trainer.callbacks):
+                self.trainer.callbacks.append(cls())
 
     def before_validate(self) -> None:
         self._check_has_step("validation_step", "validate")
@@ -166,6 +193,9 @@ class UnasCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except RunInterrupted:
+            _stop_other_ranks(self.trainer, wait=GRACE_SECONDS)  # they stop at the same batch: let them finish
+            raise
         except BaseException:
             _stop_other_ranks(self.trainer)
             raise
@@ -277,21 +307,67 @@ def _refuse_logger_save_dir(args: tuple[str, ...]) -> None:
         )
 
 
-def _stop_other_ranks(trainer) -> None:
-    """Rank 0 failed: stop the processes it launched, so that none outlives it (DDP on one machine)."""
+def _stop_other_ranks(trainer, wait: float = 0.0) -> None:
+    """Rank 0 stopped: end the processes it launched (after ``wait`` seconds), so that none outlives it."""
     launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
     procs = getattr(launcher, "procs", None)
     if not procs:
         return
+    deadline = time.monotonic() + wait
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            break
     launcher.kill(signal.SIGKILL)
     for proc in procs:
         proc.wait()
+
+
+def ddp_strategy(name: str, timeout: float):
+    """The strategy ``name`` of Lightning's registry; a DDP one built with a collective ``timeout`` (seconds),
+    'ddp' and 'ddp_spawn' allowing unused parameters. Any other name is returned as it is."""
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    if not timeout > 0:
+        raise ValueError(f"--ddp_timeout must be > 0 seconds, got {timeout}.")
+    if name in ("ddp", "ddp_spawn"):
+        name = f"{name}_find_unused_parameters_true"
+    entry = dict.get(StrategyRegistry, name)  # the entry (class, init params), not an instance
+    if entry is None or not issubclass(entry["strategy"], DDPStrategy):
+        return name
+    return entry["strategy"](**{**entry["init_params"], "timeout": timedelta(seconds=timeout)})
+
+
+def collective_failure(err: BaseException) -> str | None:
+    """One line for a failed or timed-out torch.distributed collective (the hook it waited in), else None."""
+    tb, in_dist = err.__traceback__, False
+    while tb is not None:
+        in_dist = in_dist or "torch/distributed" in tb.tb_frame.f_code.co_filename.replace(os.sep, "/")
+        tb = tb.tb_next
+    if not in_dist or not isinstance(err, RuntimeError):
+        return None
+    where = describe_traceback(err.__traceback__)
+    text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    timed_out = re.search(r"timed? ?out", str(err), re.IGNORECASE) is not None
+    what = "did not complete in time (--ddp_timeout)" if timed_out else "failed"
+    return (
+        f"rank {os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}: a DDP collective {what} in {where}: "
+        f"{text}. The ranks were in different collectives (a hook that runs one on some ranks only: see "
+        "docs/contracts.md, DDP-safe hooks) or another rank died."
+    )
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``unas-cli``; user errors exit with status 2 and a one-line message."""
     try:
         UnasCLI(args=args)
+    except RuntimeError as err:
+        line = collective_failure(err)
+        if line is None:
+            raise
+        print(f"unas-cli: error: {line}", file=sys.stderr)
+        raise SystemExit(1) from None
     except (MissingDatasetError, FileNotFoundError, ValueError, MisconfigurationException) as err:
         hint = ""
         if isinstance(err, MisconfigurationException) and "gpu" in str(err).lower():

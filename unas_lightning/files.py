@@ -43,6 +43,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 def run_dir(trainer) -> Path:
     """The folder a run writes its outputs to: the logger's directory, else the trainer's root directory.
 
-    ``Trainer.log_dir`` broadcasts from rank 0, so under DDP every rank must call this.
+    A collective under DDP (``Trainer.log_dir`` broadcasts rank 0's folder, since the other ranks' loggers
+    would pick the next free version): call it where every rank runs the same collectives in the same
+    order, i.e. in a callback's ``setup`` hook, and keep the folder for the later hooks (as
+    ``ModelCheckpoint`` keeps its ``dirpath``). Never in a hook that a progress bar or rank-zero-only code
+    may precede with a metric reduction on some ranks only (``on_train_epoch_end``, ``on_validation_end``,
+    ``on_train_end``): the ranks would wait in different collectives for ever (docs/contracts.md, DDP).
     """
     return Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)

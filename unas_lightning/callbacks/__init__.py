@@ -4,6 +4,7 @@ from unas_lightning.callbacks.architecture_monitor import ArchitectureMonitor
 from unas_lightning.callbacks.cost_monitor import CostMonitor
 from unas_lightning.callbacks.estimator_diagnostics import EstimatorDiagnostics, gradient_statistics
 from unas_lightning.callbacks.genotype_writer import GenotypeWriter
+from unas_lightning.callbacks.graceful_shutdown import GracefulShutdown, RunInterrupted
 from unas_lightning.callbacks.latest_link import LatestRunLink
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "CostMonitor",
     "EstimatorDiagnostics",
     "GenotypeWriter",
+    "GracefulShutdown",
     "LatestRunLink",
+    "RunInterrupted",
     "gradient_statistics",
 ]

@@ -27,6 +27,10 @@ class ArchitectureMonitor(L.Callback):
       the operation or input names), as a TensorBoard image, or ``arch/p_phi_epoch{e}.png`` in the run
       directory when there is no TensorBoard logger.
 
+    Under DDP the arch values are logged on every rank (``sync_dist``: a reduction Lightning defers to
+    its own epoch-end step) and the rest runs on rank 0 with no collective; the run folder is resolved
+    once in ``setup``.
+
     At the end of training (the model still on its device) it prints and saves ``summary.json`` next to
     ``genotype.json``: the genotype; under ``search_network`` the parameters and multiply-adds for one
     example of ``space.derived_network`` (the network the cost terms measure: for the DARTS space the
@@ -46,12 +50,17 @@ class ArchitectureMonitor(L.Callback):
         self.heatmaps = heatmaps
         self.retrain_config = retrain_config
         self.summary: dict = {}
+        self.folder: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
+        self.folder = run_dir(trainer)
 
     # -- every epoch ------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         space = pl_module.space
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        folder = run_dir(trainer) if self.heatmaps and logger is None else None  # collective under DDP
+        folder = self.folder
         probs = {k: torch.softmax(v.detach().float(), -1) for k, v in space.arch.items()}
         for key, p in probs.items():  # logged on every rank (phi is the same on all): sync_dist's mean changes nothing
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
@@ -102,12 +111,12 @@ class ArchitectureMonitor(L.Callback):
 
     # -- end of training -------------------------------------------------------------------------------
     def on_train_end(self, trainer, pl_module) -> None:
-        space = pl_module.space
-        mode = space.mode()
-        costs = {c.name: {"value": c.value(mode), "unit": c.meter.unit} for c in pl_module.costs}  # collectives (DDP)
-        folder = run_dir(trainer)  # collective under DDP
         if not trainer.is_global_zero:
             return
+        space = pl_module.space
+        mode = space.mode()
+        costs = {c.name: {"value": c.measured_here(mode), "unit": c.meter.unit} for c in pl_module.costs}
+        folder = self.folder
         genotype = pl_module.genotype()
         if genotype is None:  # phi never moved: there is no derived architecture to report
             self.summary = {"genotype": None, "note": "no phi-step ran", "epochs": trainer.current_epoch}

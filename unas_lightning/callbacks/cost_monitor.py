@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -24,9 +25,19 @@ class CostMonitor(L.Callback):
       measures where the search ran): ``costs.json`` next to ``genotype.json`` (per term: the derived
       architecture's measured and predicted cost, the meter, the penalty, the surrogate's error).
 
-    Measurements are collectives under DDP (rank 0 measures, every rank holds the values), so every rank
-    runs these hooks. ``SearchModule`` adds a ``CostMonitor`` to the trainer when it has costs.
+    Under DDP calibration is a collective (rank 0 measures, every rank holds the values) in
+    ``on_train_start``, where no rank runs another collective first; the epoch log and the report are
+    measured on rank 0 alone (``CostTerm.measured_here``, no collective), since a progress bar reduces
+    metrics on rank 0 alone in the epoch-end hooks. The run folder is resolved once in ``setup``.
+    ``SearchModule`` adds a ``CostMonitor`` to the trainer when it has costs.
     """
+
+    def __init__(self):
+        super().__init__()
+        self.folder: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.folder = run_dir(trainer)  # a collective under DDP: here, on every rank, once
 
     def on_train_start(self, trainer, pl_module) -> None:
         for cost in pl_module.costs:
@@ -47,18 +58,18 @@ class CostMonitor(L.Callback):
                     pl_module.log(f"cost/{cost.name}/surrogate_{stat}", value, batch_size=1)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        mode = pl_module.space.mode()
-        for cost in pl_module.costs:
-            pl_module.log(f"cost/{cost.name}/mode", cost.value(mode), batch_size=1)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if not len(pl_module.costs):
-            return
-        mode = pl_module.space.mode()
-        reports = {cost.name: cost.report(mode) for cost in pl_module.costs}  # collectives under DDP
-        folder = run_dir(trainer)  # a collective under DDP
         if not trainer.is_global_zero:
             return
+        mode = pl_module.space.mode()
+        for cost in pl_module.costs:
+            pl_module.log(f"cost/{cost.name}/mode", cost.measured_here(mode), batch_size=1, rank_zero_only=True)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not len(pl_module.costs) or not trainer.is_global_zero:
+            return
+        mode = pl_module.space.mode()
+        reports = {cost.name: cost.report(mode) for cost in pl_module.costs}  # measured here, on rank 0
+        folder = self.folder
         shape = pl_module.costs[0].example_shape
         report = {
             "genotype": pl_module.space.genotype().to_dict(),

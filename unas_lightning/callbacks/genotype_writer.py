@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -21,7 +22,8 @@ class GenotypeWriter(L.Callback):
     history ``genotypes.jsonl`` (epoch, step, genotype) and the genotype as TensorBoard text; at the
     end of fit: ``genotype.json`` once more. A run resumed in the same folder keeps one history: the
     lines after the checkpoint's step (epochs that will run again) are dropped when training restarts.
-    The run directory is the logger's, else the trainer's ``default_root_dir``. Nothing is written
+    The run directory is the logger's, else the trainer's ``default_root_dir``, resolved once in ``setup``
+    on every rank (no later hook runs a collective: safe under DDP with a progress bar). Nothing is written
     while the module's ``genotype()`` is None (no phi-step yet). The module names its result through
     ``genotype()`` (``SearchModule``: the space's most probable architecture; ``TabularSearch``: the
     most probable cell); both add a writer to the trainer when none is configured.
@@ -34,11 +36,15 @@ class GenotypeWriter(L.Callback):
     def __init__(self, filename: str = GENOTYPE_FILE, history: str | None = HISTORY_FILE):
         super().__init__()
         self.filename, self.history = filename, history
+        self.folder: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
+        self.folder = run_dir(trainer)
 
     def on_train_start(self, trainer, pl_module) -> None:
         """A resumed run continues the history: lines written after the checkpoint's step are dropped."""
-        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
-        path = folder / self.history if self.history else None
+        path = self.folder / self.history if self.history else None
         if not trainer.is_global_zero or trainer.ckpt_path is None or path is None or not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
@@ -58,9 +64,9 @@ class GenotypeWriter(L.Callback):
     def write(self, trainer, pl_module, history: bool) -> None:
         """Write the genotype (and a history line), on rank 0; nothing while the module has no result."""
         genotype = pl_module.genotype()
-        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
         if genotype is None or not trainer.is_global_zero:
             return
+        folder = self.folder
         genotype.save(folder / self.filename)
         if not history:
             return

@@ -29,9 +29,13 @@ class LatestRunLink(L.Callback):
     def __init__(self, name: str = LATEST):
         super().__init__()
         self.name = name
+        self.folder: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.folder = run_dir(trainer)  # a collective under DDP: resolved here, on every rank, once
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        folder = run_dir(trainer)  # a collective under DDP: every rank must reach it
+        folder = self.folder
         if not trainer.is_global_zero or trainer.logger is None or folder.name == self.name:
             return
         link = folder.parent / self.name

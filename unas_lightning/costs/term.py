@@ -143,6 +143,7 @@ class CostTerm(nn.Module):
             )
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.cache: dict[str, float] = {}  # architecture (its chosen indices as JSON) -> measured value
+        self._aside: dict[str, float] = {}  # measured by ``measured_here``, not yet in every rank's cache
         self.fit_metrics: dict[str, float] = {}
         self.phi_steps = 0
         self.binding: Binding | None = None  # set by ``setup``
@@ -199,13 +200,13 @@ class CostTerm(nn.Module):
         """The measured cost of the one-hot ``arch``; cached per architecture.
 
         Under DDP a collective: every rank calls it as often as the others (each with its own sample),
-        rank 0 measures the architectures no rank has cached and broadcasts the values.
+        rank 0 measures the architectures not cached yet and broadcasts the values, so ``cache`` (what g is
+        fitted on and checkpoints hold) is the same on every rank. Call it from the training step only
+        (every rank reaches it in the same order); hooks use :meth:`measured_here`.
         """
         if not self._many_ranks():
-            key = self.key(arch)
-            if key not in self.cache:
-                self.cache[key] = self._measure(arch)
-            return self.cache[key]
+            self._measure_missing([arch])
+            return self.cache[self.key(arch)]
         ranks = self._ranks
         flat = torch.cat([arch[k].detach().argmax(-1).flatten() for k in sorted(arch)])
         rows = ranks.all_gather(flat).reshape(ranks.world_size, -1).cpu()
@@ -213,14 +214,29 @@ class CostTerm(nn.Module):
         self._measure_missing(archs)
         return self.cache[self.key(archs[ranks.global_rank])]
 
+    def measured_here(self, arch: Arch) -> float:
+        """The measured cost of ``arch`` on this process alone: no collective, so any hook may call it.
+
+        A value not in ``cache`` is kept aside (``_aside``), not in ``cache``, so the ranks' caches stay
+        equal; when the step later needs the same architecture, rank 0 moves its value into ``cache`` and
+        broadcasts it instead of measuring again. Under DDP call it on rank 0 (the rank that reports).
+        """
+        key = self.key(arch)
+        if key in self.cache:
+            return self.cache[key]
+        if key not in self._aside:
+            self._aside[key] = self._measure(arch)
+        return self._aside[key]
+
     def _measure_missing(self, archs: list[Arch]) -> None:
-        """Measure (rank 0) the architectures not cached yet and share the values with every rank."""
-        keys = [self.key(a) for a in archs]
-        new = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        """Rank 0 measures the architectures not cached yet (or takes the value it measured aside) and every
+        rank stores rank 0's values."""
+        by_key = {self.key(a): a for a in archs}
+        new = [k for k in by_key if k not in self.cache]
         main = self._ranks is None or self._ranks.is_global_zero
-        values = [self._measure(archs[keys.index(k)]) for k in new] if main else []
+        values = [self._aside.pop(k) if k in self._aside else self._measure(by_key[k]) for k in new] if main else None
         if self._many_ranks():
-            values = self._ranks.broadcast(values, src=0)
+            new, values = self._ranks.broadcast((new, values) if main else None, src=0)
         self.cache.update(zip(new, values, strict=True))
 
     def predicted(self, arch: Arch) -> float:
@@ -294,9 +310,9 @@ class CostTerm(nn.Module):
 
     # -- reports and checkpoints -----------------------------------------------------------------------
     def report(self, arch: Arch) -> dict[str, Any]:
-        """The measured and predicted cost of ``arch`` with the term's settings (a collective under DDP)."""
+        """The measured and predicted cost of ``arch`` with the term's settings (this process; no collective)."""
         return {
-            "measured": self.value(arch),
+            "measured": self.measured_here(arch),
             "predicted": self.predicted(arch),
             "unit": self.meter.unit,
             "meter": {"class": type(self.meter).__name__, **self.meter.settings()},
