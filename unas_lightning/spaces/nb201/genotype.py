@@ -121,6 +121,36 @@ class NB201Genotype(Genotype, Drawable):
         for ops in itertools.product(NB201_OPS, repeat=len(EDGES)):
             yield cls(ops=ops)
 
+    def unique_key(self) -> str:
+        """The cell's isomorphism class, as NAS-Bench-201 defines it (its ``to_unique_str(consider_zero=True)``).
+
+        Node j is the sorted sum of its incoming terms; ``skip_connect`` passes its input's expression
+        through, ``none`` (or an input that is zero) is a zero term ``#``, every other operation wraps its
+        input's expression. Cells with the same key compute the same function up to weight sharing: the
+        15,625 cells fall into 6,466 classes (tested).
+
+        Examples:
+            A skip connection before or after a convolution on a chain of edges is the same cell:
+
+            >>> key = lambda k: NB201Genotype.from_table_key(k).unique_key()
+            >>> key("103001") == key("301001"), key("303001") == key("301001")
+            (True, False)
+        """
+        nodes = ["0"]
+        for node in range(1, NODES):
+            terms = []
+            for (to, frm), op in zip(EDGES, self.ops, strict=True):
+                if to != node:
+                    continue
+                if op == NONE or nodes[frm] == "#":
+                    terms.append("#")
+                elif op == "skip_connect":
+                    terms.append(nodes[frm])
+                else:
+                    terms.append(f"({nodes[frm]})@{op}")
+            nodes.append("+".join(sorted(terms)))
+        return nodes[-1]
+
     def connected(self) -> bool:
         """Whether the output node depends on the input (else the network's output is constant)."""
         reach = {0}

@@ -88,6 +88,9 @@ class NB201Table:
         self.records: dict[str, dict[str, list[float]]] = records
 
     # -- per cell ------------------------------------------------------------------------------------
+    def __contains__(self, genotype: NB201Genotype) -> bool:
+        return isinstance(genotype, NB201Genotype)  # the table holds every cell
+
     def record(self, genotype: NB201Genotype) -> dict[str, list[float]]:
         """The cell's raw record: ``val_acc`` (per training seed), ``latency``, ``model_size``, ``train_time``."""
         if not isinstance(genotype, NB201Genotype):
@@ -126,6 +129,9 @@ class NB201Table:
     def seed_counts(self) -> Tensor:
         """[15625] training seeds per cell."""
         return (~self.seed_accuracies.isnan()).sum(1)
+
+    def ensure(self, index: Tensor) -> None:
+        """Every cell of ``index`` is in the table: nothing to do (``FMNIST201Table`` trains missing ones)."""
 
     def draw_accuracies(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One training seed's accuracy (%) per cell of ``index`` (table-key order), the seed drawn uniformly
@@ -173,7 +179,8 @@ class TableObjective(ArchLoss):
     """L(z) = 1 - accuracy(z) / 100 from the table: a black-box loss of one-hot cells (no supernet).
 
     Args:
-        table: the data set's table.
+        table: the data set's table (``NB201Table``, or ``FMNIST201Table``, which trains a cell it lacks
+            when it is queried).
         noisy: each query returns the accuracy of one training seed drawn at random (a noisy reward,
             as a real training run would give); else the seed average.
         generator: the random source of the drawn seeds.
@@ -198,6 +205,8 @@ class TableObjective(ArchLoss):
     ):
         if max_latency_ms is not None and not max_latency_ms > 0:
             raise ValueError(f"max_latency_ms must be > 0 or None, got {max_latency_ms}.")
+        if max_latency_ms is not None and bool(table.latencies_ms.isnan().all()):
+            raise ValueError(f"{type(table).__name__} records no latency: max_latency_ms needs a NAS-Bench-201 table.")
         self.table, self.noisy, self.generator, self.key = table, noisy, generator, key
         self.max_latency_ms, self.latency_weight = max_latency_ms, float(latency_weight)
         self.queries = 0
@@ -211,6 +220,7 @@ class TableObjective(ArchLoss):
             )
         index = cell_index(rows.detach()).cpu()
         self.queries += index.numel()
+        self.table.ensure(index)
         acc = self.table.draw_accuracies(index, self.generator) if self.noisy else self.table.mean_accuracies[index]
         loss = 1.0 - acc / 100.0
         if self.max_latency_ms is not None:
