@@ -50,7 +50,7 @@ from unas_lightning.estimators import (  # noqa: E402
     Softmax,
     StraightThroughGumbel,
 )
-from unas_lightning.estimators.exact import exact_gradient, sample_gradients  # noqa: E402
+from unas_lightning.estimators.testing import exact_gradient, sample_gradients  # noqa: E402
 
 
 def evaluations(est: Estimator, logits: dict[str, torch.Tensor]) -> int:
@@ -151,8 +151,8 @@ def partly_trained_supernet(args):
     import lightning as L
 
     from unas_lightning import FashionMNISTDataModule, SearchModule
+    from unas_lightning.search.w_step import RelaxedSample
     from unas_lightning.spaces import DartsSpace
-    from unas_lightning.w_step import RelaxedSample
 
     L.seed_everything(0, verbose=False)
     space = DartsSpace(in_channels=1, num_classes=10, channels=8, layers=3, stem_stride=2)

@@ -33,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from unas_lightning.files import write_json_atomic  # noqa: E402
-from unas_lightning.spaces.nb201.fmnist201 import (  # noqa: E402
+from unas_lightning.analysis.fmnist201 import (  # noqa: E402
     SHIPPED,
     Protocol,
     Split,
@@ -44,6 +43,7 @@ from unas_lightning.spaces.nb201.fmnist201 import (  # noqa: E402
     train_cell,
 )
 from unas_lightning.spaces.nb201.genotype import NB201Genotype  # noqa: E402
+from unas_lightning.utils.files import write_json_atomic  # noqa: E402
 
 QUICK_PROTOCOL = {"channels": 4, "epochs": 1, "train_examples": 256, "batch_size": 64, "eval_examples": 500}
 
@@ -176,7 +176,7 @@ def _results(jobs: list, protocol: Protocol, args):
 
 
 def _hardware_note(args) -> str:
-    from unas_lightning.spaces.nb201.fmnist201 import hardware
+    from unas_lightning.analysis.fmnist201 import hardware
 
     return f"{hardware()}; {args.workers} worker(s) x {args.threads} thread(s)"
 
@@ -193,7 +193,7 @@ def parse_overrides(items: list[str]) -> dict:
 # -- reliability ------------------------------------------------------------------------------------------
 def reliability(path: Path) -> dict:
     """Seed-to-seed Kendall tau (all connected cells, top 20%), spread / noise, tau against CIFAR-10."""
-    from unas_lightning.ranking import kendall_tau
+    from unas_lightning.analysis.ranking import kendall_tau
     from unas_lightning.spaces.nb201.table import NB201Table
 
     table = json.loads(Path(path).read_text())

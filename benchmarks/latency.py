@@ -36,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from unas_lightning.costs import fit_linear_surrogate, measure_latency  # noqa: E402
-from unas_lightning.counting import count_parameters, multiply_adds  # noqa: E402
+from unas_lightning.costs import fit_linear_model, measure_latency  # noqa: E402
 from unas_lightning.distributions import ArchDistribution  # noqa: E402
 from unas_lightning.genotypes import load_genotype  # noqa: E402
 from unas_lightning.spaces import ProxylessGenotype, ProxylessNet, ProxylessSpace  # noqa: E402
+from unas_lightning.utils.network_size import count_parameters, multiply_adds  # noqa: E402
 
 QUICK = ROOT / "configs" / "search" / "proxyless_latency_quick.yaml"
 
@@ -79,7 +79,7 @@ def part_a(args) -> list[float]:
         archs, lat, seconds = time_archs(space, n, backend, device=args.device)
         if backend == "eager" and not eager_latencies:
             eager_latencies = lat
-        fit = fit_linear_surrogate(archs, lat, holdout=0.2, alpha=1e-3)
+        fit = fit_linear_model(archs, lat, holdout=0.2, alpha=1e-3)
         rows.append(
             {
                 "backend": backend,
@@ -102,7 +102,7 @@ def part_a(args) -> list[float]:
 
 
 def part_b(args, latencies: list[float]) -> None:
-    from unas_lightning.cli import main as cli_main
+    from unas_lightning.cli.app import main as cli_main
 
     if not latencies:
         latencies = time_archs(quick_space(), 100, "eager")[1]

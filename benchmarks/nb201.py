@@ -52,8 +52,8 @@ def _mean_std(values: list[float]) -> str:
 def run(args) -> dict:
     import torch
 
+    from unas_lightning.search.tabular import random_search, search_table
     from unas_lightning.spaces.nb201.table import NB201Table
-    from unas_lightning.tabular import random_search, search_table
 
     torch.set_num_threads(1)
     found = estimators()

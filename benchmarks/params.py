@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unas_lightning.counting import count_parameters, multiply_adds
 from unas_lightning.genotypes import load_genotype
 from unas_lightning.spaces import ProxylessNet
 from unas_lightning.spaces.darts import DartsNetworkCIFAR, DartsNetworkImageNet
+from unas_lightning.utils.network_size import count_parameters, multiply_adds
 
 # (name, network, published params in M, published multiply-adds in M, source)
 ROWS = [

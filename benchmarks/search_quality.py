@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 SEARCH_CONFIG = ROOT / "configs" / "search" / "quickstart.yaml"
 RETRAIN_CONFIG = ROOT / "configs" / "retrain" / "quick_fmnist.yaml"
-RELAXED_04 = '{"class_path": "unas_lightning.w_step.RelaxedSample", "init_args": {"temperature": 0.4}}'
+RELAXED_04 = '{"class_path": "unas_lightning.search.w_step.RelaxedSample", "init_args": {"temperature": 0.4}}'
 
 METHODS = {
     "unas_train": ["--model.init_args.objective", "train"],
@@ -86,7 +86,7 @@ def _override(flag: str, value) -> list[str]:
 
 def _cli(args: list[str]):
     """``unas-cli ARGS`` in this process (the benchmark's own command line hidden from LightningCLI)."""
-    from unas_lightning.cli import UnasCLI
+    from unas_lightning.cli.app import UnasCLI
 
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
@@ -118,7 +118,7 @@ def search_space():
     """The search space of ``SEARCH_CONFIG``, built from the config itself (one source for its settings)."""
     import yaml
 
-    from unas_lightning.dotted import import_dotted
+    from unas_lightning.utils.imports import import_dotted
 
     spec = yaml.safe_load(SEARCH_CONFIG.read_text())["model"]["init_args"]["space"]
     return import_dotted(spec["class_path"])(**spec.get("init_args", {}))
@@ -135,8 +135,8 @@ def random_genotypes(n: int, seed: int) -> list[dict]:
 
 def retrain(genotype: dict, tag: str, args, out: Path) -> dict:
     """Train a genotype from scratch with the fixed short recipe, then test it; accuracy and size."""
-    from unas_lightning.counting import count_parameters
-    from unas_lightning.files import write_text_atomic
+    from unas_lightning.utils.files import write_text_atomic
+    from unas_lightning.utils.network_size import count_parameters
 
     path = out / "genotypes" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +166,8 @@ def retrain(genotype: dict, tag: str, args, out: Path) -> dict:
 
 def supernet_ranking(w_step: str, cells: list[dict], standalone: list[float], args, out: Path) -> dict:
     """Train the supernet with phi uniform (warm-up only) on ``w_step``; rank the cells by it."""
+    from unas_lightning.analysis.ranking import rank_agreement, supernet_accuracy
     from unas_lightning.genotypes import genotype_from_dict
-    from unas_lightning.ranking import rank_agreement, supernet_accuracy
 
     name = "supernet_" + w_step.replace(" ", "_")
     epochs = args.search_epochs or 4  # the quickstart's 4 epochs, all of them warm-up

@@ -173,7 +173,7 @@ def _data(args):
 def _module(method: str, args):
     from unas_lightning import SearchModule
     from unas_lightning.estimators import GumbelSoftmax, Rebar, Reinforce, Softmax
-    from unas_lightning.w_step import RelaxedSample
+    from unas_lightning.search.w_step import RelaxedSample
 
     checkpointed = method.endswith("_ckpt")
     method = method.removesuffix("_ckpt")

@@ -7,7 +7,7 @@ and ``visualize`` find it), both chosen by ``class_path``::
     PYTHONPATH=examples unas-cli fit --config configs/search/quickstart.yaml --config examples/custom_space.yaml
     PYTHONPATH=examples unas-cli fit --config configs/retrain/quick_fmnist.yaml \
         --model.init_args.genotype runs/quickstart/latest/genotype.json
-    PYTHONPATH=examples python -m unas_lightning.visualize runs/quickstart/latest/genotype.json
+    PYTHONPATH=examples python -m unas_lightning.analysis.visualize runs/quickstart/latest/genotype.json
 
 The chain: a stem convolution, then ``layers`` searchable layers of ``width`` channels (a 2x2 max-pool
 after every second one), each one of

@@ -124,7 +124,7 @@ def run_cli_here(args: list[str], capsys) -> subprocess.CompletedProcess:
     (no interpreter and Lightning start-up); for runs that need no process of their own (DDP, signals)."""
     import traceback
 
-    from unas_lightning.cli import main
+    from unas_lightning.cli.app import main
 
     capsys.readouterr()
     try:
@@ -141,7 +141,7 @@ def run_cli_here(args: list[str], capsys) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_available() -> None:
-    from unas_lightning.data import FASHION_MNIST_DEBIAN
+    from unas_lightning.data.datamodules import FASHION_MNIST_DEBIAN
 
     if not Path(FASHION_MNIST_DEBIAN, "train-images-idx3-ubyte.gz").exists():
         pytest.fail("Fashion-MNIST is missing: run `apt-get install dataset-fashion-mnist` (scripts/setup.sh does).")

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, benchmark, markdown_rows, markdown_table, subprocess_env
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_latency_benchmark_quick_fits_a_surrogate_tracks_a_target_and_sizes_the_networks(capsys):
     benchmark("latency").main(["--quick"])
@@ -27,6 +28,7 @@ def test_latency_benchmark_quick_fits_a_surrogate_tracks_a_target_and_sizes_the_
     assert networks["mobilenet_v2"][2:] == ["3.50", "301"]  # params M, MACs M (published: 3.4-3.5M, 300M)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_search_step_benchmark_quick_times_unas_darts_and_the_floor():
     proc = subprocess.run(

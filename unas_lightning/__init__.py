@@ -1,6 +1,6 @@
 """unas_lightning: UNAS (Vahdat et al., CVPR 2020) neural architecture search on PyTorch Lightning."""
 
-from unas_lightning.data import (
+from unas_lightning.data.datamodules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     FashionMNISTDataModule,
@@ -9,8 +9,8 @@ from unas_lightning.data import (
     VisionDataModule,
 )
 from unas_lightning.retrain import RetrainModule
-from unas_lightning.search import SearchModule
-from unas_lightning.tabular import TabularSearch
+from unas_lightning.search.module import SearchModule
+from unas_lightning.search.tabular import TabularSearch
 
 __all__ = [
     "CIFAR10DataModule",

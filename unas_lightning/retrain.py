@@ -12,10 +12,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
-from unas_lightning.counting import count_parameters, multiply_adds
 from unas_lightning.genotypes import load_genotype
 from unas_lightning.spaces.genotype import NetworkOptions, SupportsDropPath
+from unas_lightning.utils.network_size import count_parameters, multiply_adds
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int, min_factor: float = 0.0):
@@ -130,6 +131,7 @@ class RetrainModule(L.LightningModule):
         return multiply_adds(self.net, getattr(dm, "example_shape", None) or (self.in_channels, 32, 32))
 
     # -- setup -------------------------------------------------------------------------------------
+    @override
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         for attr in ("num_classes", "in_channels"):
@@ -142,6 +144,7 @@ class RetrainModule(L.LightningModule):
         if dm is not None and getattr(dm, "split", "full") != "full":
             raise ValueError("retraining uses the whole training set: set --data.init_args.split full.")
 
+    @override
     def on_fit_start(self) -> None:
         """Log the network's size once (parameters without the auxiliary head, multiply-adds)."""
         stats = {"model/params_M": self.num_parameters / 1e6, "model/madds_M": self.multiply_adds() / 1e6}
@@ -152,6 +155,7 @@ class RetrainModule(L.LightningModule):
             f"{stats['model/madds_M']:.0f}M multiply-adds per image"
         )
 
+    @override
     def configure_optimizers(self):
         params = self.parameters()
         if self.optimizer_factory is not None:
@@ -164,11 +168,13 @@ class RetrainModule(L.LightningModule):
         return [opt], [warmup_cosine(opt, self.hparams.warmup_epochs, max_epochs)]
 
     # -- steps -------------------------------------------------------------------------------------
+    @override
     def on_train_epoch_start(self) -> None:
         if isinstance(self.net, SupportsDropPath):
             max_epochs = max(1, self.trainer.max_epochs or 1)
             self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / max_epochs
 
+    @override
     def forward(self, x: Tensor):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -177,6 +183,7 @@ class RetrainModule(L.LightningModule):
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
 
+    @override
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self(x)
@@ -188,6 +195,7 @@ class RetrainModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
+    @override
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
         if clip is not None:
@@ -205,8 +213,10 @@ class RetrainModule(L.LightningModule):
             metric(logits.detach(), y)
             self.log(f"{stage}/acc_{name}", metric, prog_bar=name == "top1", batch_size=y.shape[0])
 
+    @override
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
 
+    @override
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")

@@ -9,9 +9,10 @@ import torch
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from unas_lightning.counting import count_parameters, multiply_adds
-from unas_lightning.files import run_dir, write_json_atomic
+from unas_lightning.utils.files import run_dir, write_json_atomic
+from unas_lightning.utils.network_size import count_parameters, multiply_adds
 
 SUMMARY_FILE = "summary.json"
 
@@ -52,11 +53,13 @@ class ArchitectureMonitor(L.Callback):
         self.summary: dict = {}
         self.folder: Path | None = None
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
         self.folder = run_dir(trainer)
 
     # -- every epoch ------------------------------------------------------------------------------
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         space = pl_module.space
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -110,6 +113,7 @@ class ArchitectureMonitor(L.Callback):
         return fig
 
     # -- end of training -------------------------------------------------------------------------------
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from unas_lightning.files import run_dir, write_json_atomic
+from unas_lightning.utils.files import run_dir, write_json_atomic
 
 REPORT_FILE = "costs.json"
 
@@ -36,9 +37,11 @@ class CostMonitor(L.Callback):
         super().__init__()
         self.folder: Path | None = None
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: here, on every rank, once
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         for cost in pl_module.costs:
             if bool(cost.ready):
@@ -47,6 +50,7 @@ class CostMonitor(L.Callback):
             line = cost.calibrate(dict(pl_module.space.arch))
             rank_zero_info(f"{line} ({time.perf_counter() - start:.1f} s)")
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not pl_module.searching:
             return
@@ -57,6 +61,7 @@ class CostMonitor(L.Callback):
                 if value is not None:
                     pl_module.log(f"cost/{cost.name}/surrogate_{stat}", value, batch_size=1)
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
@@ -64,6 +69,7 @@ class CostMonitor(L.Callback):
         for cost in pl_module.costs:
             pl_module.log(f"cost/{cost.name}/mode", cost.measured_here(mode), batch_size=1, rank_zero_only=True)
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         if not len(pl_module.costs) or not trainer.is_global_zero:
             return

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from unas_lightning.distributions import expand_rows
 from unas_lightning.estimators.base import Estimator
@@ -89,14 +90,17 @@ class EstimatorDiagnostics(L.Callback):
         self.search_steps = 0
         self.latest: dict[str, dict[str, float]] = {}
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         for est in self.compare:
             est.prepare(dict(pl_module.space.arch))
 
+    @override
     def on_fit_start(self, trainer, pl_module) -> None:
         for est in self.compare:
             est.to(pl_module.device)
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not pl_module.searching:
             return
@@ -132,9 +136,11 @@ class EstimatorDiagnostics(L.Callback):
         seconds = (time.perf_counter() - start) / self.num_estimates
         return {**gradient_statistics(torch.stack(samples)), "seconds": seconds}
 
+    @override
     def state_dict(self) -> dict:
         return {"search_steps": self.search_steps, "compare": [est.state_dict() for est in self.compare]}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.search_steps = int(state_dict.get("search_steps", 0))
         for est, sd in zip(self.compare, state_dict.get("compare", []), strict=False):

@@ -8,8 +8,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
-from unas_lightning.files import run_dir, write_text_atomic
+from unas_lightning.utils.files import run_dir, write_text_atomic
 
 GENOTYPE_FILE = "genotype.json"
 HISTORY_FILE = "genotypes.jsonl"
@@ -38,10 +39,12 @@ class GenotypeWriter(L.Callback):
         self.filename, self.history = filename, history
         self.folder: Path | None = None
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
         self.folder = run_dir(trainer)
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         """A resumed run continues the history: lines written after the checkpoint's step are dropped."""
         path = self.folder / self.history if self.history else None
@@ -52,9 +55,11 @@ class GenotypeWriter(L.Callback):
         if len(kept) < len(lines):
             write_text_atomic(path, "".join(kept))
 
+    @override
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module, history=self.history is not None)
 
+    @override
     def on_fit_end(self, trainer, pl_module) -> None:
         if pl_module.genotype() is None:
             rank_zero_warn("no phi-step ran in this run: no genotype.json was written (phi is untouched).")

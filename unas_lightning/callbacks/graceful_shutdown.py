@@ -14,8 +14,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
-from unas_lightning.files import run_dir
+from unas_lightning.utils.files import run_dir
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 GRACE_SECONDS = 60.0
@@ -65,9 +66,11 @@ class GracefulShutdown(L.Callback):
         self._launched: list = []
 
     # -- hooks ----------------------------------------------------------------------------------------
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: here, on every rank, once
 
+    @override
     def on_train_start(self, trainer, pl_module) -> None:
         """Install the handlers (after Lightning's own, which would run a collective inside the handler)."""
         self.signum = 0
@@ -77,6 +80,7 @@ class GracefulShutdown(L.Callback):
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
+    @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         signum = self.signum
         if trainer.world_size > 1:  # every rank reaches this hook after every batch, in the same order
@@ -95,12 +99,15 @@ class GracefulShutdown(L.Callback):
         )
         raise RunInterrupted(signum)
 
+    @override
     def on_train_end(self, trainer, pl_module) -> None:
         self._restore()
 
+    @override
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore()
 
+    @override
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore()
 

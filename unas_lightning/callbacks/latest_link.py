@@ -7,8 +7,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
-from unas_lightning.files import run_dir
+from unas_lightning.utils.files import run_dir
 
 LATEST = "latest"
 
@@ -31,9 +32,11 @@ class LatestRunLink(L.Callback):
         self.name = name
         self.folder: Path | None = None
 
+    @override
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: resolved here, on every rank, once
 
+    @override
     def on_fit_start(self, trainer, pl_module) -> None:
         folder = self.folder
         if not trainer.is_global_zero or trainer.logger is None or folder.name == self.name:

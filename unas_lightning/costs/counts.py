@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from unas_lightning.costs.base import Candidate, Meter
-from unas_lightning.counting import count_parameters, multiply_adds
+from unas_lightning.utils.network_size import count_parameters, multiply_adds
 
 
 class ParameterCount(Meter):

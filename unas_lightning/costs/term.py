@@ -19,10 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from unas_lightning.costs.base import Candidate, Meter
-from unas_lightning.costs.surrogate import fit_linear_surrogate
+from unas_lightning.costs.linear_model import fit_linear_model
 from unas_lightning.distributions import Arch, ArchDistribution
-from unas_lightning.estimators import BlackBox, Estimator, Relax
-from unas_lightning.estimators.surrogates import LinearSurrogate
+from unas_lightning.estimators import BlackBox, Estimator, LinearControl, Relax
 from unas_lightning.spaces.base import SearchSpace
 
 Form = Literal["linear", "hinge"]
@@ -43,10 +42,10 @@ class Penalty(nn.Module):
         return ratio if self.form == "linear" else torch.relu(ratio - 1.0)
 
 
-class PenalizedSurrogate(nn.Module):
+class PenalizedControl(nn.Module):
     """c(zeta) = penalty(g(zeta)): the fitted linear model g mapped through the term's penalty (RELAX's c)."""
 
-    def __init__(self, model: LinearSurrogate, penalty: Penalty):
+    def __init__(self, model: LinearControl, penalty: Penalty):
         super().__init__()
         self.model, self.penalty = model, penalty
 
@@ -130,9 +129,9 @@ class CostTerm(nn.Module):
         self.calibration_archs, self.holdout, self.alpha = calibration_archs, holdout, alpha
         self.refit_every_n_steps, self.seed = refit_every_n_steps, seed
         self.penalty = Penalty(form, target)
-        self.model = LinearSurrogate()  # g, fitted by ridge regression, never by gradients
+        self.model = LinearControl()  # g, fitted by ridge regression, never by gradients
         if estimator is None:
-            estimator = Relax(surrogate=PenalizedSurrogate(self.model, self.penalty), fit="none")
+            estimator = Relax(control=PenalizedControl(self.model, self.penalty), fit="none")
         if not isinstance(estimator, Estimator):
             raise TypeError(f"cost {self.name!r}: estimator must be an Estimator, got {type(estimator).__name__}.")
         self.estimator = estimator
@@ -268,11 +267,11 @@ class CostTerm(nn.Module):
 
     def fit(self, archs: list[Arch], values: list[float]) -> None:
         """Fit g to measured values (the penalty's reference stays what calibration set)."""
-        result = fit_linear_surrogate(archs, values, holdout=self.holdout, alpha=self.alpha, seed=self.seed)
+        result = fit_linear_model(archs, values, holdout=self.holdout, alpha=self.alpha, seed=self.seed)
         with torch.no_grad():
-            for k, w in result.surrogate.weight.items():
+            for k, w in result.model.weight.items():
                 self.model.weight[k].copy_(w)
-            self.model.bias.copy_(result.surrogate.bias)
+            self.model.bias.copy_(result.model.bias)
         self.fit_metrics = result.as_dict()
 
     def refit_if_due(self, template: Mapping[str, Tensor]) -> bool:

@@ -2,9 +2,11 @@ r"""Gradient estimators of d/dphi E_{p_phi(z)}[L(z)] (paper Sec. 3.1), one per f
 
 The contract (``base.py``, docs/contracts.md): ``surrogate(logits, loss_fn) -> EstimatorOutput``; the
 caller steps phi only; every estimator builds with no arguments; state it learns stays inside it.
-Shared pieces: ``leave_one_out.py`` (the k-sample baseline), ``cv_estimate.py`` (the REBAR/RELAX
-estimate), ``control_variate.py`` (their tuned state), ``relaxation.py`` (the biased relaxations). A
-black-box estimator (``BlackBox``) needs only values of the loss at one-hot architectures.
+Internals, private (``_name.py``): ``_leave_one_out.py`` (the k-sample baseline), ``_cv_estimate.py``
+(the REBAR/RELAX estimate), ``_control_variate.py`` (their tuned state), ``_relax_control.py`` (RELAX's
+g: ``LinearControl``, public through this package). ``relaxation.py`` holds the biased relaxations;
+``testing.py`` the exact gradients and z-scores that statistical tests use. A black-box estimator
+(``BlackBox``) needs only values of the loss at one-hot architectures.
 
 | class | gradient | unbiased | evaluations of loss_fn per step |
 |---|---|---|---|
@@ -26,6 +28,7 @@ extra evaluations of the loss). With per-example architectures (logits with a le
 loss_fn returning [B]) each evaluation covers all B examples at once.
 """
 
+from unas_lightning.estimators._relax_control import LinearControl
 from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, LossFn
 from unas_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from unas_lightning.estimators.indecater import IndeCateR
@@ -44,6 +47,7 @@ __all__ = [
     "EstimatorOutput",
     "GumbelSoftmax",
     "IndeCateR",
+    "LinearControl",
     "LossFn",
     "Rebar",
     "ReinMax",

@@ -48,7 +48,7 @@ class Estimator(nn.Module):
     (a baseline, a temperature, a surrogate) updates that state inside ``surrogate`` and keeps it in
     buffers or parameters of its own, so it is saved in checkpoints with the search module.
 
-    *Abilities of the loss.* ``loss_fn`` may be a plain callable or an ``unas_lightning.losses.ArchLoss``,
+    *Abilities of the loss.* ``loss_fn`` may be a plain callable or an ``unas_lightning.arch_loss.ArchLoss``,
     which can evaluate several architectures in one pass (``many``; ``SearchModule``'s objective runs
     REBAR's zeta and zeta~ as one supernet pass) and name the cheaper loss a control variate should
     evaluate (``relaxed``). An estimator reaches them through ``as_arch_loss(loss_fn)``, which gives a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unas_lightning.estimators.control_variate import ControlVariateEstimator
+from unas_lightning.estimators._control_variate import ControlVariateEstimator
 
 
 class Rebar(ControlVariateEstimator):

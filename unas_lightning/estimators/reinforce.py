@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from unas_lightning.arch_loss import as_arch_loss
 from unas_lightning.distributions import ArchDistribution
+from unas_lightning.estimators._leave_one_out import leave_one_out
 from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, log_prob_per_example, loss_vector
-from unas_lightning.estimators.leave_one_out import leave_one_out
-from unas_lightning.losses import as_arch_loss
 
 
 class Reinforce(Estimator, BlackBox):

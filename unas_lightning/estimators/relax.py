@@ -7,11 +7,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from unas_lightning.arch_loss import as_arch_loss
+from unas_lightning.estimators._control_variate import ControlVariateEstimator
+from unas_lightning.estimators._cv_estimate import CVSamples
+from unas_lightning.estimators._relax_control import LinearControl
 from unas_lightning.estimators.base import BlackBox
-from unas_lightning.estimators.control_variate import ControlVariateEstimator
-from unas_lightning.estimators.cv_estimate import CVSamples
-from unas_lightning.estimators.surrogates import LinearSurrogate
-from unas_lightning.losses import as_arch_loss
 
 FITS = ("regression", "variance", "both", "none")
 
@@ -35,7 +35,8 @@ class Relax(ControlVariateEstimator, BlackBox):
     Cost per step: k evaluations of ``loss_fn`` (discrete) and 2k of g.
 
     Args:
-        surrogate: g, any ``nn.Module`` mapping an architecture to a scalar (default: ``LinearSurrogate``).
+        control: g, any ``nn.Module`` mapping an architecture to a scalar (default: ``LinearControl``); the
+            paper calls it the surrogate, a word this package keeps for ``Estimator.surrogate()``.
         temperature: (initial) tau of the relaxations.
         eta: (initial) scale of the control variate.
         num_samples: samples per estimate (k > 1 adds leave-one-out baselines).
@@ -57,7 +58,7 @@ class Relax(ControlVariateEstimator, BlackBox):
 
     def __init__(
         self,
-        surrogate: nn.Module | None = None,
+        control: nn.Module | None = None,
         temperature: float = 0.4,
         eta: float = 1.0,
         num_samples: int = 1,
@@ -70,14 +71,14 @@ class Relax(ControlVariateEstimator, BlackBox):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {list(FITS)}, got {fit!r}.")
         super().__init__(temperature, eta, num_samples, self_tuning, tune_lr, tune_temperature, conditional)
-        self.g = surrogate if surrogate is not None else LinearSurrogate()
+        self.g = control if control is not None else LinearControl()
         self.fit = fit
 
     def hparams(self):
         return {**super().hparams(), "fit": self.fit}
 
     def prepare(self, logits):
-        if isinstance(self.g, LinearSurrogate):
+        if isinstance(self.g, LinearControl):
             self.g.materialize(logits)
 
     def control_variate(self, loss):

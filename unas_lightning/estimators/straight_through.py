@@ -26,7 +26,7 @@ class StraightThroughGumbel(Relaxation):
         >>> import torch
         >>> logits = {"op": torch.zeros(3, requires_grad=True)}
         >>> out = StraightThroughGumbel().surrogate(logits, lambda a: (a["op"] * torch.tensor([1.0, 2, 3])).sum())
-        >>> out.arch["op"].sum().item(), float(out.value) in (1.0, 2.0, 3.0)
+        >>> out.arch["op"].sum().item(), round(float(out.value), 4) in (1.0, 2.0, 3.0)  # z's value (+ 0 * grad path)
         (1.0, True)
     """
 

@@ -33,9 +33,9 @@ import itertools
 import torch
 from torch import Tensor
 
+from unas_lightning.arch_loss import as_arch_loss
 from unas_lightning.distributions import ArchDistribution
 from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, loss_vector
-from unas_lightning.losses import as_arch_loss
 
 
 def set_probability(p: Tensor, excluded: float = 0.0) -> Tensor:

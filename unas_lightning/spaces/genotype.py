@@ -40,8 +40,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from unas_lightning.dotted import import_dotted
-from unas_lightning.files import write_text_atomic
+from unas_lightning.utils.files import write_text_atomic
+from unas_lightning.utils.imports import import_dotted
 
 _REGISTRY: dict[str, type[Genotype]] = {}
 _PACKAGE = __name__.split(".")[0]
@@ -170,7 +170,7 @@ class Genotype(ABC):
 
 
 class Drawable(ABC):
-    """The optional ability of a genotype to draw itself (``python -m unas_lightning.visualize``)."""
+    """The optional ability of a genotype to draw itself (``python -m unas_lightning.analysis.visualize``)."""
 
     @abstractmethod
     def draw(self, out_dir: Path, stem: str) -> list[Path]:

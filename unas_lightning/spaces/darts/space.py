@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from unas_lightning.distributions import Arch
-from unas_lightning.held_constant import held_constant
 from unas_lightning.spaces.base import ArchitecturePenalty, GroupedForward, SearchSpace
 from unas_lightning.spaces.batch_groups import GroupedBatchNorm2d, batch_groups, current_groups
 from unas_lightning.spaces.darts.fused import FusedCell, fusable
@@ -34,6 +33,7 @@ from unas_lightning.spaces.darts.genotype import CELL_TYPES, DartsGenotype, Node
 from unas_lightning.spaces.darts.network import DartsNetworkCIFAR, DartsNetworkImageNet, reduction_layers
 from unas_lightning.spaces.darts.ops import OPS, FactorizedReduce, ReLUConvBN, check_ops
 from unas_lightning.spaces.plan import plan
+from unas_lightning.utils.held_constant import held_constant
 
 # (m, k, coef): apply op k to state m and scale by coef (None: the coefficient is exactly 1).
 Term = tuple[int, int, Tensor | None]

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unas_lightning.losses import ArchLoss
+from unas_lightning.arch_loss import ArchLoss
 from unas_lightning.spaces.nb201.genotype import EDGES, NB201Genotype
 from unas_lightning.spaces.nb201.ops import NB201_OPS
 

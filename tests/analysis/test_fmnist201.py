@@ -1,0 +1,81 @@
+"""FMNIST-201: isomorphism classes, the builder on a tiny budget, the table API, a tabular search from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT, benchmark, run_cli_here
+
+from unas_lightning.analysis.fmnist201 import FMNIST201Table, Protocol
+from unas_lightning.spaces.nb201.genotype import NB201Genotype
+
+
+def test_the_15625_cells_fall_into_the_6466_classes_of_nas_bench_201():
+    keys = [g.unique_key() for g in NB201Genotype.all()]
+    assert len(set(keys)) == 6466
+    disconnected = {k for g, k in zip(NB201Genotype.all(), keys, strict=True) if not g.connected()}
+    assert all(g.connected() for g, k in zip(NB201Genotype.all(), keys, strict=True) if k not in disconnected)
+
+
+def test_the_sample_order_mixes_uniform_and_top_cells_without_a_class_twice():
+    order = benchmark("fmnist201").sample_order(uniform=20, top=5)
+    keys = [g.unique_key() for g, _ in order]
+    assert len(keys) == len(set(keys)) <= 25
+    assert {s for _, s in order} == {"uniform", "cifar10_top"}
+    assert [s for _, s in order[:5]].count("cifar10_top") <= 1  # spread through the order, not at its end
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    """``benchmarks/fmnist201.py build --quick``: 2 cells x 2 seeds, a tiny protocol; then the same command
+    again (it resumes: nothing is trained twice)."""
+    out = tmp_path_factory.mktemp("fmnist201") / "tiny.json"
+    build = benchmark("fmnist201").main
+    build(["build", "--quick", "--out", str(out), "--workers", "1"])
+    first = out.read_text()
+    build(["build", "--quick", "--out", str(out), "--workers", "1"])
+    assert out.read_text() == first, "a finished build trained again"
+    return out
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_the_builder_writes_a_table_that_the_public_api_reads(tiny_table):
+    data = json.loads(tiny_table.read_text())
+    assert data["seeds"] == [0, 1] and data["protocol"]["channels"] == 4 and data["built"] and data["hardware"]
+    table = FMNIST201Table(tiny_table, train_missing=False)
+    assert len(table) == 2 and table.protocol == Protocol.from_dict(data["protocol"])
+    for cell in table.cells():
+        record = data["cells"][cell.unique_key()]
+        assert table.accuracies(cell) == record["val_acc"] and len(record["test_acc"]) == 2
+        by_string = NB201Genotype.from_arch_str(record["arch"])
+        assert table.accuracy(by_string) == table.accuracy(cell) == sum(record["val_acc"]) / 2
+        index = int(cell.table_key(), 5)  # table-key order: the key read as a base-5 number
+        assert float(table.mean_accuracies[index]) == pytest.approx(table.accuracy(cell))
+    assert table.seed_accuracies.shape == (15625, 2)
+    outside = next(g for g in NB201Genotype.all() if g.connected() and g not in table)
+    with pytest.raises(KeyError, match="not in the FMNIST-201 table"):
+        table.accuracy(outside)
+    assert table.accuracy(NB201Genotype.from_table_key("000000")) == 10.0  # disconnected: chance, no training
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_a_tabular_search_on_fmnist201_from_the_cli_trains_missing_cells_into_the_run_folder(
+    tiny_table, tmp_path, capsys
+):
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/nb201_tabular.yaml"),
+        "--model.init_args.dataset", "fmnist201", "--model.init_args.table_path", str(tiny_table),
+        "--model.init_args.estimator", "unas_lightning.estimators.Reinforce",
+        "--model.init_args.estimator.init_args.num_samples", "2", "--model.init_args.queries", "4",
+        "--trainer.default_root_dir", str(tmp_path),
+    ]  # fmt: skip
+    proc = run_cli_here(args, capsys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "nb201_tabular" / "latest"
+    cached = json.loads((run / "fmnist201_on_demand.json").read_text())
+    assert cached["protocol"] == json.loads(tiny_table.read_text())["protocol"] and cached["cells"]
+    genotype = NB201Genotype.from_arch_str(json.loads((run / "genotype.json").read_text())["arch"])
+    table = FMNIST201Table(tiny_table, cache_dir=run, train_missing=False)
+    assert genotype in table, "the result's accuracy was not measured"

@@ -1,0 +1,66 @@
+"""Weight-sharing diagnostics (ranking.py) and the search-quality benchmark's quick mode."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import benchmark
+
+from unas_lightning.analysis.ranking import kendall_tau, rank_agreement, spearman_rho, supernet_accuracy
+from unas_lightning.spaces import DartsSpace, ProxylessSpace
+
+
+def test_rank_correlations_match_hand_computed_values():
+    # 6 pairs: 5 concordant, 1 discordant
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties (tau-b): x has one tied pair; pairs (0,1) tie in x, (0,2),(1,2) concordant -> 2 / sqrt(2 * 3)
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+    # spearman: ranks [1, 2, 3, 4] vs [1, 2, 4, 3]: 1 - 6 * 2 / (4 * 15) = 0.8
+    assert spearman_rho([0.1, 0.2, 0.3, 0.4], [10, 20, 40, 30]) == pytest.approx(0.8)
+    assert spearman_rho([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)  # average ranks for ties
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(spearman_rho([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="same length"):
+        kendall_tau([1, 2], [1, 2, 3])
+    r = rank_agreement([0.5, 0.6, 0.7], [0.8, 0.85, 0.83])
+    assert r.to_dict()["kendall_tau"] == pytest.approx(1 / 3)
+
+
+def test_supernet_accuracy_is_the_one_hot_supernets_accuracy_and_keeps_the_mode():
+    torch.manual_seed(0)
+    space = DartsSpace(in_channels=1, num_classes=10, channels=4, layers=3)
+    batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(3)]
+    genotype = space.genotype(space.distribution().sample())
+    arch = space.arch_of(genotype)
+    with torch.no_grad():
+        expected = sum(int((space(x, arch).argmax(-1) == y).sum()) for x, y in batches[:2]) / 16
+    space.train()
+    assert supernet_accuracy(space, genotype, batches, max_batches=2) == pytest.approx(expected)
+    assert space.training
+    other = ProxylessSpace(in_channels=1, num_classes=10, width_mult=0.25).genotype()  # a genotype of another space
+    with pytest.raises(ValueError):
+        supernet_accuracy(space, other, batches)
+    with pytest.raises(ValueError, match="no batches"):
+        supernet_accuracy(space, genotype, [])
+
+
+@pytest.mark.slow
+def test_search_quality_quick_runs_end_to_end(tmp_path, fashion_mnist_available):
+    """The benchmark's smoke mode through the public CLI: the table's shape, not its numbers."""
+    search_quality = benchmark("search_quality")
+    search_quality.main(["--quick", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == ["unas_gen", "random"]
+    assert len(results["methods"]["unas_gen"]) == 1 and len(results["methods"]["random"]) == 2
+    for runs in results["methods"].values():
+        assert all(0.0 <= r["test_acc"] <= 1.0 and r["params_m"] > 0 for r in runs)
+    [ranking] = results["ranking"]
+    assert ranking["w_step"] == "discrete" and len(ranking["supernet"]) == 2
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[0].startswith("| method | runs | test accuracy")
+    assert [line.split("|")[1].strip() for line in table[2:4]] == ["unas_gen", "random"]
+    assert any(line.startswith("| discrete | 2 |") for line in table)
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000

@@ -1,0 +1,95 @@
+"""EstimatorDiagnostics: statistics on known samples, logs during a real search, no effect on the search."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import lightning as L
+import pytest
+import torch
+from conftest import ROOT, subprocess_env, tiny_args, tiny_data, tiny_trainer, unas_cli
+from lightning.pytorch.loggers import CSVLogger
+
+from unas_lightning import SearchModule
+from unas_lightning.callbacks import EstimatorDiagnostics, gradient_statistics
+from unas_lightning.estimators import Rebar, Reinforce
+from unas_lightning.spaces import DartsSpace
+
+
+def test_gradient_statistics_on_known_samples():
+    torch.manual_seed(0)
+    mean = torch.tensor([3.0, 0.0, -4.0])
+    samples = mean + 0.5 * torch.randn(200_000, 3)
+    stats = gradient_statistics(samples)
+    assert stats["variance"] == pytest.approx(0.25, rel=0.02)
+    assert stats["log_variance"] == pytest.approx(math.log(0.25), abs=0.02)
+    assert stats["snr"] == pytest.approx(5.0 / math.sqrt(3 * 0.25), rel=0.02)
+    assert 0.9 < stats["cosine"] < 1.0
+    assert gradient_statistics(mean.repeat(4, 1))["variance"] == 0.0  # a deterministic estimator
+    with pytest.raises(ValueError, match="m >= 2"):
+        gradient_statistics(mean[None])
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="num_estimates"):
+        EstimatorDiagnostics(num_estimates=1)
+    with pytest.raises(ValueError, match="every_n_steps"):
+        EstimatorDiagnostics(every_n_steps=0)
+
+
+def _fit(tmp_path, callbacks):
+    L.seed_everything(5)
+    space = DartsSpace(channels=4, layers=3)
+    module = SearchModule(space, estimator=Rebar(self_tuning=True, tune_temperature=False), warmup_epochs=0)
+    trainer = tiny_trainer(
+        tmp_path, epochs=1, limit_train_batches=4, logger=CSVLogger(tmp_path), log_every_n_steps=1, callbacks=callbacks
+    )
+    trainer.fit(module, datamodule=tiny_data())
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_diagnostics_do_not_change_the_search(tmp_path):
+    """The draws use a forked RNG and a copy of the estimator: same phi and estimator state with or without."""
+    diag = EstimatorDiagnostics(every_n_steps=2, num_estimates=3, compare=[Reinforce()])
+    with_diag = _fit(tmp_path / "a", [diag])
+    without = _fit(tmp_path / "b", [])
+    for k in with_diag.space.arch:
+        torch.testing.assert_close(with_diag.space.arch[k], without.space.arch[k], rtol=0, atol=0)
+    torch.testing.assert_close(with_diag.estimator.eta, without.estimator.eta, rtol=0, atol=0)
+    assert with_diag.estimator.eta.item() != 1.0  # the tuned state moved, identically in both runs
+    assert set(diag.latest) == {"search", "Reinforce"}
+    assert diag.state_dict()["search_steps"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path):
+    callback = {
+        "class_path": "unas_lightning.callbacks.EstimatorDiagnostics",
+        "init_args": {
+            "every_n_steps": 1,
+            "num_estimates": 3,
+            "compare": [{"class_path": "unas_lightning.estimators.Reinforce", "init_args": {"num_samples": 2}}],
+        },
+    }
+    args = tiny_args(tmp_path, f"--trainer.callbacks+={json.dumps(callback)}")
+    proc = subprocess.run(
+        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for name in ("search", "Reinforce"):
+        for stat in ("variance", "log_variance", "snr", "cosine", "seconds"):
+            assert f"diag/{name}/{stat}" in tags, sorted(tags)
+    snr = [e.value for e in events.Scalars("diag/search/snr")]
+    variance = [e.value for e in events.Scalars("diag/Reinforce/variance")]
+    assert len(snr) == 3  # 3 search steps (epoch 2 of the tiny run), measured every step
+    assert all(math.isfinite(v) and v > 0 for v in snr + variance)

@@ -1,0 +1,3 @@
+from unas_lightning.cli.app import main
+
+main()
