@@ -40,6 +40,7 @@ from unas_lightning.analysis.fmnist201 import (  # noqa: E402
     add_result,
     complete,
     empty_table,
+    hardware,
     train_cell,
 )
 from unas_lightning.spaces.nb201.genotype import NB201Genotype  # noqa: E402
@@ -143,13 +144,14 @@ def build(args) -> Path:
         f"protocol {protocol.__dict__}",
         flush=True,
     )
+    if jobs:  # the machine that trains is the one the table records
+        table["hardware"] = f"{hardware()}; {args.workers} worker(s) x {args.threads} thread(s)"
     write_json_atomic(out, table)
     deadline = time.monotonic() + 3600 * args.hours if args.hours else math.inf
     start, finished = time.monotonic(), 0
     for arch, seed, result in _results(jobs, protocol, args):
         g = NB201Genotype.from_arch_str(arch)
         add_result(table, g, seed, result, sources.get(arch, "uniform"))
-        table["hardware"] = _hardware_note(args)
         write_json_atomic(out, table)
         finished += 1
         elapsed = time.monotonic() - start
@@ -173,12 +175,6 @@ def _results(jobs: list, protocol: Protocol, args):
         return
     with mp.get_context("spawn").Pool(args.workers, _init_worker, (protocol.__dict__, args.threads)) as pool:
         yield from pool.imap(_train, jobs)
-
-
-def _hardware_note(args) -> str:
-    from unas_lightning.analysis.fmnist201 import hardware
-
-    return f"{hardware()}; {args.workers} worker(s) x {args.threads} thread(s)"
 
 
 def parse_overrides(items: list[str]) -> dict:
