@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -117,7 +118,7 @@ class ArchDistribution:
 
     def log_prob(self, z: Mapping[str, Tensor]) -> Tensor:
         """log p_phi(z) summed over all rows of all keys (a scalar)."""
-        return sum((lp * z[k]).sum() for k, lp in self.log_probs.items())
+        return cast(Tensor, sum((lp * z[k]).sum() for k, lp in self.log_probs.items()))  # a sum of tensors
 
     def entropy(self) -> Tensor:
         """Mean entropy per categorical row (nats)."""

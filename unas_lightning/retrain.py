@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import cast
 
 import lightning as L
 import torch
@@ -11,6 +12,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -19,7 +23,9 @@ from unas_lightning.spaces.genotype import NetworkOptions, SupportsDropPath
 from unas_lightning.utils.network_size import count_parameters, multiply_adds
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int, min_factor: float = 0.0):
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_epochs: int, max_epochs: int, min_factor: float = 0.0
+) -> LambdaLR:
     """Linear warm-up over ``warmup_epochs`` then cosine decay to ``min_factor`` (per-epoch LambdaLR)."""
 
     def factor(epoch: int) -> float:
@@ -156,7 +162,7 @@ class RetrainModule(L.LightningModule):
         )
 
     @override
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler | ReduceLROnPlateau]]:
         params = self.parameters()
         if self.optimizer_factory is not None:
             opt = self.optimizer_factory(params)
@@ -165,43 +171,48 @@ class RetrainModule(L.LightningModule):
         if self.scheduler_factory is not None:
             return [opt], [self.scheduler_factory(opt)]
         max_epochs = max(1, self.trainer.max_epochs or 1)
-        return [opt], [warmup_cosine(opt, self.hparams.warmup_epochs, max_epochs)]
+        return [opt], [warmup_cosine(opt, self.hparams["warmup_epochs"], max_epochs)]
 
     # -- steps -------------------------------------------------------------------------------------
     @override
     def on_train_epoch_start(self) -> None:
         if isinstance(self.net, SupportsDropPath):
             max_epochs = max(1, self.trainer.max_epochs or 1)
-            self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / max_epochs
+            self.net.drop_path_prob = self.hparams["drop_path_prob"] * self.current_epoch / max_epochs
 
     @override
-    def forward(self, x: Tensor):
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
 
     @override
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         out = self(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
         loss = self.loss(logits, y)
         if aux is not None:
-            loss = loss + self.hparams.auxiliary_weight * self.loss(aux, y)
+            loss = loss + self.hparams["auxiliary_weight"] * self.loss(aux, y)
         self._update("train", logits, y)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     @override
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        clip = self.hparams.grad_clip if gradient_clip_val is None else gradient_clip_val
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        clip = self.hparams["grad_clip"] if gradient_clip_val is None else gradient_clip_val
         if clip is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
         logits = self(x)
         self.log(f"{stage}/loss", self.loss(logits, y), batch_size=x.shape[0], sync_dist=True)
@@ -209,14 +220,14 @@ class RetrainModule(L.LightningModule):
 
     def _update(self, stage: str, logits: Tensor, y: Tensor) -> None:
         for name in ("top1", "top5"):
-            metric = self.metrics[f"{stage}_{name}"]
+            metric = cast(Metric, self.metrics[f"{stage}_{name}"])
             metric(logits.detach(), y)
             self.log(f"{stage}/acc_{name}", metric, prog_bar=name == "top1", batch_size=y.shape[0])
 
     @override
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     @override
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")

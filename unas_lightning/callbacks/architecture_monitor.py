@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 from typing_extensions import override
 
+from unas_lightning.spaces.base import SearchSpace
+from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.utils.files import run_dir, write_json_atomic
 from unas_lightning.utils.network_size import count_parameters, multiply_adds
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from unas_lightning.costs import CostTerm
+    from unas_lightning.search.module import SearchModule
 
 SUMMARY_FILE = "summary.json"
 
@@ -50,20 +61,20 @@ class ArchitectureMonitor(L.Callback):
         super().__init__()
         self.heatmaps = heatmaps
         self.retrain_config = retrain_config
-        self.summary: dict = {}
+        self.summary: dict[str, Any] = {}
         self.folder: Path | None = None
 
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
         self.folder = run_dir(trainer)
 
     # -- every epoch ------------------------------------------------------------------------------
     @override
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        space = pl_module.space
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        space = cast("SearchModule", pl_module).space
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        folder = self.folder
+        folder = cast(Path, self.folder)  # set in setup
         probs = {k: torch.softmax(v.detach().float(), -1) for k, v in space.arch.items()}
         for key, p in probs.items():  # logged on every rank (phi is the same on all): sync_dist's mean changes nothing
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
@@ -82,7 +93,7 @@ class ArchitectureMonitor(L.Callback):
         _close(fig)
 
     @staticmethod
-    def heatmap(space, probs: dict[str, torch.Tensor], title: str = "p_phi"):
+    def heatmap(space: SearchSpace, probs: dict[str, torch.Tensor], title: str = "p_phi") -> Figure:
         """A matplotlib figure: one row per selector (row of a logits tensor), one column per category."""
         import matplotlib
 
@@ -114,19 +125,22 @@ class ArchitectureMonitor(L.Callback):
 
     # -- end of training -------------------------------------------------------------------------------
     @override
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        space = pl_module.space
+        module = cast("SearchModule", pl_module)
+        space = module.space
         mode = space.mode()
-        costs = {c.name: {"value": c.measured_here(mode), "unit": c.meter.unit} for c in pl_module.costs}
-        folder = self.folder
-        genotype = pl_module.genotype()
+        terms = cast("Sequence[CostTerm]", module.costs)
+        costs = {c.name: {"value": c.measured_here(mode), "unit": c.meter.unit} for c in terms}
+        folder = cast(Path, self.folder)  # set in setup
+        genotype = module.genotype()
         if genotype is None:  # phi never moved: there is no derived architecture to report
             self.summary = {"genotype": None, "note": "no phi-step ran", "epochs": trainer.current_epoch}
             write_json_atomic(folder / SUMMARY_FILE, self.summary)
             return
-        shape = getattr(trainer.datamodule, "example_shape", None)
+        # Lightning's data connector sets ``Trainer.datamodule``; the class does not declare it
+        shape = getattr(trainer.datamodule, "example_shape", None)  # type: ignore[attr-defined]
         search_net = _size(space.derived_network(genotype), shape)
         search_net["scale"] = "the search's width and depth (the network the cost terms measure)"
         retrain_net = None
@@ -141,7 +155,7 @@ class ArchitectureMonitor(L.Callback):
             "retrain_network": retrain_net,
             "input_shape": list(shape) if shape is not None else None,
             "costs": costs,
-            "device": str(pl_module.device),
+            "device": str(module.device),
             "epochs": trainer.current_epoch,
             "entropy": float(space.distribution().entropy().detach()),
         }
@@ -159,20 +173,20 @@ class ArchitectureMonitor(L.Callback):
         rank_zero_info("\n".join(lines))
 
 
-def _size(network, shape) -> dict:
+def _size(network: nn.Module, shape: Sequence[int] | None) -> dict[str, Any]:
     params = count_parameters(network)
     madds = multiply_adds(network, shape) if shape is not None else None
     return {"network": type(network).__name__, "parameters": params, "multiply_adds": madds}
 
 
-def _describe(net: dict) -> str:
+def _describe(net: dict[str, Any]) -> str:
     if "error" in net:
         return f"not measured ({net['error']})"
     text = f"{net['network']}, {net['parameters'] / 1e6:.3f}M parameters"
     return text + (f", {net['multiply_adds'] / 1e6:.1f}M multiply-adds per example" if net["multiply_adds"] else "")
 
 
-def retrain_network(genotype, config: str, shape) -> dict:
+def retrain_network(genotype: Genotype, config: str, shape: Sequence[int] | None) -> dict[str, Any]:
     """Parameters and multiply-adds of the network the retrain ``config`` builds for ``genotype``.
 
     The config's ``RetrainModule`` arguments are used as written (the genotype replaced, the optimizer
@@ -192,7 +206,7 @@ def retrain_network(genotype, config: str, shape) -> dict:
     return {"config": config, **size}
 
 
-def _close(fig) -> None:
+def _close(fig: Figure) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(fig)

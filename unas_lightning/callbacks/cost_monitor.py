@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from unas_lightning.utils.files import run_dir, write_json_atomic
+
+if TYPE_CHECKING:
+    from unas_lightning.costs import CostTerm
+    from unas_lightning.search.module import SearchModule
 
 REPORT_FILE = "costs.json"
 
@@ -33,54 +39,65 @@ class CostMonitor(L.Callback):
     ``SearchModule`` adds a ``CostMonitor`` to the trainer when it has costs.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.folder: Path | None = None
 
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: here, on every rank, once
 
     @override
-    def on_train_start(self, trainer, pl_module) -> None:
-        for cost in pl_module.costs:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module = cast("SearchModule", pl_module)
+        for cost in _terms(module):
             if bool(cost.ready):
                 continue
             start = time.perf_counter()
-            line = cost.calibrate(dict(pl_module.space.arch))
+            line = cost.calibrate(dict(module.space.arch))
             rank_zero_info(f"{line} ({time.perf_counter() - start:.1f} s)")
 
     @override
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not pl_module.searching:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        module = cast("SearchModule", pl_module)
+        if not module.searching:
             return
-        for cost in pl_module.costs:
-            cost.refit_if_due(dict(pl_module.space.arch))
+        for cost in _terms(module):
+            cost.refit_if_due(dict(module.space.arch))
             for stat in ("mae", "mape"):
                 value = cost.fit_metrics.get(f"test_{stat}")
                 if value is not None:
                     pl_module.log(f"cost/{cost.name}/surrogate_{stat}", value, batch_size=1)
 
     @override
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        mode = pl_module.space.mode()
-        for cost in pl_module.costs:
+        module = cast("SearchModule", pl_module)
+        mode = module.space.mode()
+        for cost in _terms(module):
             pl_module.log(f"cost/{cost.name}/mode", cost.measured_here(mode), batch_size=1, rank_zero_only=True)
 
     @override
-    def on_train_end(self, trainer, pl_module) -> None:
-        if not len(pl_module.costs) or not trainer.is_global_zero:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        module = cast("SearchModule", pl_module)
+        if not len(module.costs) or not trainer.is_global_zero:
             return
-        mode = pl_module.space.mode()
-        reports = {cost.name: cost.report(mode) for cost in pl_module.costs}  # measured here, on rank 0
-        folder = self.folder
-        shape = pl_module.costs[0].example_shape
+        mode = module.space.mode()
+        reports = {cost.name: cost.report(mode) for cost in _terms(module)}  # measured here, on rank 0
+        folder = cast(Path, self.folder)  # set in setup
+        shape = _terms(module)[0].example_shape
         report = {
-            "genotype": pl_module.space.genotype().to_dict(),
-            "device": str(pl_module.device),
+            "genotype": module.space.genotype().to_dict(),
+            "device": str(module.device),
             "input_shape": list(shape) if shape is not None else None,
             "costs": reports,
         }
         write_json_atomic(folder / REPORT_FILE, report)
+
+
+def _terms(module: SearchModule) -> Sequence[CostTerm]:
+    """The module's cost terms (an ``nn.ModuleList`` holding ``CostTerm`` objects only)."""
+    return cast("Sequence[CostTerm]", module.costs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -13,6 +14,9 @@ from typing_extensions import override
 
 from unas_lightning.distributions import expand_rows
 from unas_lightning.estimators.base import Estimator
+
+if TYPE_CHECKING:
+    from unas_lightning.search.module import SearchModule
 
 
 def gradient_statistics(samples: Tensor) -> dict[str, float]:
@@ -91,32 +95,35 @@ class EstimatorDiagnostics(L.Callback):
         self.latest: dict[str, dict[str, float]] = {}
 
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for est in self.compare:
-            est.prepare(dict(pl_module.space.arch))
+            est.prepare(dict(cast("SearchModule", pl_module).space.arch))
 
     @override
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for est in self.compare:
             est.to(pl_module.device)
 
     @override
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not pl_module.searching:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        module = cast("SearchModule", pl_module)
+        if not module.searching:
             return
         self.search_steps += 1
         if self.search_steps % self.every_n_steps:
             return
-        estimators = {"search": copy.deepcopy(pl_module.estimator), **dict(zip(self.names, self.compare, strict=True))}
-        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        estimators = {"search": copy.deepcopy(module.estimator), **dict(zip(self.names, self.compare, strict=True))}
+        devices = [module.device] if module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             for name, est in estimators.items():
-                stats = self.measure(pl_module, est, batch)
+                stats = self.measure(module, est, batch)
                 self.latest[name] = stats
                 for stat, value in stats.items():
-                    pl_module.log(f"diag/{name}/{stat}", value, batch_size=1)
+                    module.log(f"diag/{name}/{stat}", value, batch_size=1)
 
-    def measure(self, pl_module, estimator: Estimator, batch) -> dict[str, float]:
+    def measure(self, pl_module: SearchModule, estimator: Estimator, batch: Any) -> dict[str, float]:
         """``num_estimates`` estimates of ``estimator`` at the module's current phi, summarised."""
         phi = {k: v.detach().clone().requires_grad_(True) for k, v in pl_module.space.arch.items()}
         n = pl_module.examples_per_step(batch) if pl_module.arch_samples == "example" else None
@@ -137,18 +144,19 @@ class EstimatorDiagnostics(L.Callback):
         return {**gradient_statistics(torch.stack(samples)), "seconds": seconds}
 
     @override
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"search_steps": self.search_steps, "compare": [est.state_dict() for est in self.compare]}
 
     @override
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.search_steps = int(state_dict.get("search_steps", 0))
         for est, sd in zip(self.compare, state_dict.get("compare", []), strict=False):
             est.load_state_dict(sd)
 
 
 def _unique_names(estimators: Sequence[Estimator]) -> list[str]:
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for est in estimators:
         base = type(est).__name__
         seen[base] = seen.get(base, 0) + 1

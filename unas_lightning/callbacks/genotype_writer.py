@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol, cast
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.utils.files import run_dir, write_text_atomic
 
 GENOTYPE_FILE = "genotype.json"
 HISTORY_FILE = "genotypes.jsonl"
+
+
+class _SearchResult(Protocol):
+    """What the writer needs of the module: its result so far (``SearchModule``, ``TabularSearch``)."""
+
+    def genotype(self) -> Genotype | None: ...
 
 
 class GenotypeWriter(L.Callback):
@@ -40,14 +48,14 @@ class GenotypeWriter(L.Callback):
         self.folder: Path | None = None
 
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Resolve the run folder once, on every rank (a collective under DDP: never in the later hooks)."""
         self.folder = run_dir(trainer)
 
     @override
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A resumed run continues the history: lines written after the checkpoint's step are dropped."""
-        path = self.folder / self.history if self.history else None
+        path = cast(Path, self.folder) / self.history if self.history else None  # folder: set in setup
         if not trainer.is_global_zero or trainer.ckpt_path is None or path is None or not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
@@ -56,27 +64,27 @@ class GenotypeWriter(L.Callback):
             write_text_atomic(path, "".join(kept))
 
     @override
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer, pl_module, history=self.history is not None)
 
     @override
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if pl_module.genotype() is None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if cast(_SearchResult, pl_module).genotype() is None:
             rank_zero_warn("no phi-step ran in this run: no genotype.json was written (phi is untouched).")
             return
         self.write(trainer, pl_module, history=False)
 
-    def write(self, trainer, pl_module, history: bool) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, history: bool) -> None:
         """Write the genotype (and a history line), on rank 0; nothing while the module has no result."""
-        genotype = pl_module.genotype()
+        genotype = cast(_SearchResult, pl_module).genotype()
         if genotype is None or not trainer.is_global_zero:
             return
-        folder = self.folder
+        folder = cast(Path, self.folder)  # set in setup
         genotype.save(folder / self.filename)
         if not history:
             return
         entry = {"epoch": trainer.current_epoch, "step": trainer.global_step, "genotype": genotype.to_dict()}
-        with open(folder / self.history, "a") as f:
+        with open(folder / cast(str, self.history), "a") as f:  # history: asked for with a history file
             f.write(json.dumps(entry) + "\n")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

@@ -7,8 +7,10 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Any
 
 import lightning as L
 import torch
@@ -20,6 +22,9 @@ from unas_lightning.utils.files import run_dir
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 GRACE_SECONDS = 60.0
+
+# what ``signal.signal`` takes and returns: a handler, SIG_DFL/SIG_IGN, or None (not installed from Python)
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class RunInterrupted(SystemExit):
@@ -61,17 +66,17 @@ class GracefulShutdown(L.Callback):
         self.grace_seconds = float(grace_seconds)
         self.signum = 0  # the first signal received, 0 while none
         self.folder: Path | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
         self._timer: threading.Timer | None = None
-        self._launched: list = []
+        self._launched: list[Any] = []  # the launcher's processes (``subprocess.Popen``)
 
     # -- hooks ----------------------------------------------------------------------------------------
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: here, on every rank, once
 
     @override
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Install the handlers (after Lightning's own, which would run a collective inside the handler)."""
         self.signum = 0
         self._launched = list(getattr(trainer.strategy.launcher, "procs", None) or [])
@@ -81,7 +86,9 @@ class GracefulShutdown(L.Callback):
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
     @override
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         signum = self.signum
         if trainer.world_size > 1:  # every rank reaches this hook after every batch, in the same order
             flag = torch.tensor(float(signum), device=pl_module.device)
@@ -100,19 +107,19 @@ class GracefulShutdown(L.Callback):
         raise RunInterrupted(signum)
 
     @override
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
 
     @override
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
     @override
-    def teardown(self, trainer, pl_module, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
 
     # -- helpers --------------------------------------------------------------------------------------
-    def checkpoint_path(self, trainer) -> Path:
+    def checkpoint_path(self, trainer: L.Trainer) -> Path:
         """The ``last.ckpt`` of a ``ModelCheckpoint(save_last=...)``, else ``<run folder>/checkpoints/last.ckpt``."""
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.save_last and cb.dirpath:
@@ -136,7 +143,8 @@ class GracefulShutdown(L.Callback):
         self._timer.start()
 
     def _hard_stop(self, signum: int, why: str) -> None:
-        where = describe_frames(sys._current_frames().get(threading.main_thread().ident))
+        ident = threading.main_thread().ident
+        where = describe_frames(sys._current_frames().get(ident) if ident is not None else None)
         print(
             f"[rank {_rank()}] no batch ended after {why}: stopping now, in {where}; "
             "resume from the last checkpoint written (--ckpt_path last)",
@@ -176,7 +184,7 @@ def describe_frames(frame: FrameType | None) -> str:
     return describe_stack(frames)
 
 
-def describe_traceback(tb) -> str:
+def describe_traceback(tb: TracebackType | None) -> str:
     """``describe_frames`` for an exception's traceback (innermost frame last in the chain)."""
     frames = []
     while tb is not None:

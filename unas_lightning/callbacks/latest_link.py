@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
@@ -33,12 +34,12 @@ class LatestRunLink(L.Callback):
         self.folder: Path | None = None
 
     @override
-    def setup(self, trainer, pl_module, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.folder = run_dir(trainer)  # a collective under DDP: resolved here, on every rank, once
 
     @override
-    def on_fit_start(self, trainer, pl_module) -> None:
-        folder = self.folder
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = cast(Path, self.folder)  # set in setup
         if not trainer.is_global_zero or trainer.logger is None or folder.name == self.name:
             return
         link = folder.parent / self.name

@@ -11,12 +11,13 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from unas_lightning.callbacks.graceful_shutdown import (
@@ -34,6 +35,9 @@ from unas_lightning.cli.checkpoints import (
 )
 from unas_lightning.cli.parser import UnasArgumentParser, config_files
 from unas_lightning.data.datamodules import MissingDatasetError
+
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import DDPStrategy
 
 DDP_TIMEOUT = 1800.0  # seconds, torch.distributed's default
 
@@ -67,7 +71,7 @@ class UnasCLI(LightningCLI):
     * Errors a user can cause exit with status 2 and one line: the cause, the key and the file.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("parser_class", UnasArgumentParser)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
@@ -76,8 +80,8 @@ class UnasCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     # -- parsing ------------------------------------------------------------------------------------
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.ints_before_floats()
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        cast(UnasArgumentParser, parser).ints_before_floats()  # parser_class
         parser.add_argument(
             "--ddp_timeout",
             type=float,
@@ -86,7 +90,7 @@ class UnasCLI(LightningCLI):
         )
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir", compute_fn=_root)
 
-    def parse_arguments(self, parser, args) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         given = tuple(sys.argv[1:] if args is None else args) if not isinstance(args, (dict, Namespace)) else ()
         UnasArgumentParser.given_args = given
         _refuse_logger_save_dir(given)
@@ -116,7 +120,7 @@ class UnasCLI(LightningCLI):
         super()._parse_ckpt_path()
         _report_overrides(before, _model_args(self.config[subcommand]), ckpt_path)
 
-    def instantiate_trainer(self, **kwargs):
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The trainer, with a DDP strategy named in the config built with ``--ddp_timeout`` (and 'ddp' allowing
         unused parameters)."""
         config = self.config_init.get(self.subcommand, self.config_init) if self.subcommand else self.config_init
@@ -130,9 +134,10 @@ class UnasCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_writable()
         self._resolve_checkpoint()
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, not declared
         for cls in (LatestRunLink, GracefulShutdown):
-            if not any(isinstance(cb, cls) for cb in self.trainer.callbacks):
-                self.trainer.callbacks.append(cls())
+            if not any(isinstance(cb, cls) for cb in callbacks):
+                callbacks.append(cls())
 
     def before_validate(self) -> None:
         self._check_has_step("validation_step", "validate")
@@ -147,9 +152,10 @@ class UnasCLI(LightningCLI):
     def after_fit(self) -> None:
         """Print where the run's outputs are and the command that tests them (rank 0)."""
         logger = self.trainer.logger
-        if not self.trainer.is_global_zero or logger is None or getattr(logger, "log_dir", None) is None:
+        log_dir = getattr(logger, "log_dir", None) if self.trainer.is_global_zero and logger is not None else None
+        if log_dir is None:
             return
-        folder = Path(logger.log_dir)  # not Trainer.log_dir: a collective, and the other ranks are done
+        folder = Path(log_dir)  # not Trainer.log_dir: a collective, and the other ranks are done
         latest = folder.parent / LATEST
         shown = latest if latest.is_symlink() and latest.resolve() == folder.resolve() else folder
         lines = [f"outputs of this run: {folder} (also {latest})" if shown == latest else f"outputs: {folder}"]
@@ -206,16 +212,16 @@ class UnasCLI(LightningCLI):
             raise
 
 
-def _has_step(model, step: str) -> bool:
+def _has_step(model: object, step: str) -> bool:
     """Whether ``model`` defines ``step`` (``test_step``, ...) rather than inheriting LightningModule's stub."""
     return getattr(type(model), step) is not getattr(L.LightningModule, step)
 
 
-def _root(default_root_dir) -> str:
+def _root(default_root_dir: str | os.PathLike[str] | None) -> str:
     return str(default_root_dir) if default_root_dir else os.getcwd()
 
 
-def _logger_configs(config) -> list[Namespace]:
+def _logger_configs(config: Namespace) -> list[Namespace]:
     loggers = config.trainer.get("logger") if config.get("trainer") is not None else None
     loggers = loggers if isinstance(loggers, list) else [loggers]
     return [lg for lg in loggers if isinstance(lg, Namespace) and isinstance(lg.get("init_args"), Namespace)]
@@ -228,7 +234,7 @@ def _logger_root(logger: Namespace) -> Path:
     return Path(args.get("save_dir") or ".") / (name or "")
 
 
-def _config_roots(config) -> list[Path]:
+def _config_roots(config: Namespace) -> list[Path]:
     """Folders that may hold this run's checkpoints: each logger's root (``save_dir/name``, not the other
     experiments beside it), the checkpoint callbacks' folders, and the root dir when there is no logger."""
     roots = [_logger_root(lg) for lg in _logger_configs(config)]
@@ -241,7 +247,7 @@ def _config_roots(config) -> list[Path]:
     return list(dict.fromkeys(roots))
 
 
-def _continue_in_version(config, ckpt_path: Path) -> None:
+def _continue_in_version(config: Namespace, ckpt_path: Path) -> None:
     """When ``ckpt_path`` is ``<logger root>/<version>/checkpoints/*.ckpt``, log into that version again."""
     ckpt = ckpt_path.resolve()
     for logger in _logger_configs(config):
@@ -257,7 +263,7 @@ def _continue_in_version(config, ckpt_path: Path) -> None:
             logger.init_args["version"] = int(number.group(1)) if number else parts[0]
 
 
-def _model_args(config) -> dict:
+def _model_args(config: Namespace) -> dict[str, Any]:
     model = config.get("model")
     if not isinstance(model, Namespace):
         return {}
@@ -266,7 +272,7 @@ def _model_args(config) -> dict:
     return out
 
 
-def _report_overrides(before: dict, after: dict, ckpt_path) -> None:
+def _report_overrides(before: dict[str, Any], after: dict[str, Any], ckpt_path: str | os.PathLike[str]) -> None:
     """Say which model arguments the checkpoint's hyperparameters replaced (LightningCLI does it silently)."""
     changed = [k for k, v in after.items() if k in before and not _same(k, before[k], v)]
     if changed:
@@ -276,7 +282,7 @@ def _report_overrides(before: dict, after: dict, ckpt_path) -> None:
         )
 
 
-def _same(key: str, a, b) -> bool:
+def _same(key: str, a: Any, b: Any) -> bool:
     if a == b:
         return True
     if key == "genotype":  # a name or path in the config, the genotype's dict in the checkpoint
@@ -312,11 +318,11 @@ def _refuse_logger_save_dir(args: tuple[str, ...]) -> None:
         )
 
 
-def _stop_other_ranks(trainer, wait: float = 0.0) -> None:
+def _stop_other_ranks(trainer: L.Trainer | None, wait: float = 0.0) -> None:
     """Rank 0 stopped: end the processes it launched (after ``wait`` seconds), so that none outlives it."""
     launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
     procs = getattr(launcher, "procs", None)
-    if not procs:
+    if not procs or launcher is None:
         return
     deadline = time.monotonic() + wait
     for proc in procs:
@@ -329,7 +335,7 @@ def _stop_other_ranks(trainer, wait: float = 0.0) -> None:
         proc.wait()
 
 
-def ddp_strategy(name: str, timeout: float):
+def ddp_strategy(name: str, timeout: float) -> str | DDPStrategy:
     """The strategy ``name`` of Lightning's registry; a DDP one built with a collective ``timeout`` (seconds),
     'ddp' and 'ddp_spawn' allowing unused parameters. Any other name is returned as it is."""
     from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry

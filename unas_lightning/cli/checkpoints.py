@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
 
 
-def _import(class_path: str):
+def _import(class_path: str) -> Any:
     try:
         return import_dotted(class_path)
     except (ImportError, AttributeError, ValueError):

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Union
+from typing import Any, NoReturn, Union
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
@@ -64,11 +64,11 @@ def _plain(text: str) -> str:
     return _CLASS.sub(r"\1", text).strip().rstrip(".")
 
 
-def _lookup(data, key: str) -> bool:
+def _lookup(data: Any, key: str) -> bool:
     """Whether the dotted ``key`` (``init_args`` optional, as jsonargparse allows) is set in ``data``."""
     parts = [p for p in key.split(".") if p != "init_args"]
 
-    def walk(node, rest):
+    def walk(node: Any, rest: list[str]) -> bool:
         if not rest:
             return True
         if not isinstance(node, dict):
@@ -204,7 +204,7 @@ class UnasArgumentParser(LightningArgumentParser):
     #: the command line being parsed (set by ``UnasCLI`` before parsing), to find the config files
     given_args: tuple[str, ...] = ()
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("description", description())
         super().__init__(*args, **kwargs)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,8 +66,8 @@ class Meter(ABC):
         unit: the unit of the measured number, for logs and reports.
     """
 
-    name: ClassVar[str] = "cost"
-    unit: ClassVar[str] = ""
+    name: str = "cost"  # class attributes that a meter may also set per instance (``NB201TableCost``)
+    unit: str = ""
 
     @abstractmethod
     def measure(self, candidate: Candidate) -> float:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from unas_lightning.costs.base import Candidate, Meter
 
@@ -72,7 +72,7 @@ def prepare(model: nn.Module, backend: Backend) -> nn.Module:
         # Every network compiles from scratch: without the reset, dynamo's per-code cache (8 entries by
         # default) fills after a few architectures and later ones silently run eagerly.
         torch._dynamo.reset()
-        return torch.compile(model, dynamic=False)
+        return cast(nn.Module, torch.compile(model, dynamic=False))  # an OptimizedModule
     return model
 
 
@@ -126,7 +126,7 @@ def measure_latency(
     return Latency(med, q1, q3, repeats, batch_size, str(device), backend)
 
 
-def _time_cuda(fn, x, repeats: int) -> list[float]:
+def _time_cuda(fn: Callable[[Tensor], object], x: Tensor, repeats: int) -> list[float]:
     torch.cuda.synchronize(x.device)
     out = []
     for _ in range(repeats):
@@ -139,7 +139,7 @@ def _time_cuda(fn, x, repeats: int) -> list[float]:
     return out
 
 
-def _time_host(fn, x, repeats: int, device: torch.device) -> list[float]:
+def _time_host(fn: Callable[[Tensor], object], x: Tensor, repeats: int, device: torch.device) -> list[float]:
     sync = getattr(torch, device.type).synchronize if device.type not in ("cpu", "meta") else (lambda: None)
     out = []
     for _ in range(repeats):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from unas_lightning.costs.base import Candidate, Meter
+
+if TYPE_CHECKING:
+    from unas_lightning.spaces.nb201.genotype import NB201Genotype
+    from unas_lightning.spaces.nb201.table import NB201Table
 
 
 class NB201TableCost(Meter):
@@ -27,10 +33,10 @@ class NB201TableCost(Meter):
         self.metric, self.dataset = metric, dataset
         self.name = f"nb201_{metric}"
         self.unit = "ms" if metric == "latency" else "M"
-        self._table = None
+        self._table: NB201Table | None = None
 
     @property
-    def table(self):
+    def table(self) -> NB201Table:
         """The table, read on first use."""
         if self._table is None:
             from unas_lightning.spaces.nb201.table import NB201Table
@@ -39,7 +45,7 @@ class NB201TableCost(Meter):
         return self._table
 
     def measure(self, candidate: Candidate) -> float:
-        genotype = candidate.genotype  # the table refuses another space's genotype
+        genotype = cast("NB201Genotype", candidate.genotype)  # the table refuses another space's genotype
         if self.metric == "latency":
             return self.table.latency_ms(genotype)
         return self.table.params_m(genotype)

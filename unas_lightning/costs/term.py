@@ -32,6 +32,8 @@ class Penalty(nn.Module):
     (the official code: only a cost above the target counts). r is the target, else the mean cost of
     the surrogate's calibration architectures."""
 
+    reference: Tensor  # buffer
+
     def __init__(self, form: Form = "linear", target: float | None = None):
         super().__init__()
         self.form = form
@@ -88,6 +90,8 @@ class CostTerm(nn.Module):
         refit_every_n_steps: refit g on everything measured so far every n phi-steps (0: never).
         seed: seed of the calibration architectures (independent of the run seed).
     """
+
+    ready: Tensor  # buffer: calibrated
 
     def __init__(
         self,
@@ -154,7 +158,7 @@ class CostTerm(nn.Module):
         self.model.requires_grad_(False)
         self.estimator.prepare(logits)
 
-    def setup(self, space: SearchSpace, example_shape: tuple[int, ...], ranks=None) -> None:
+    def setup(self, space: SearchSpace, example_shape: tuple[int, ...], ranks: Any = None) -> None:
         """Bind the term to the space it measures, the data's example shape and the processes of the run.
 
         ``ranks`` is the run's Lightning strategy (``world_size``, ``global_rank``, ``is_global_zero``,
@@ -164,10 +168,12 @@ class CostTerm(nn.Module):
 
     @property
     def example_shape(self) -> tuple[int, ...] | None:
+        """The data's example shape once ``setup`` ran, else None."""
         return self.binding.example_shape if self.binding is not None else None
 
     @property
     def device(self) -> torch.device:
+        """Where the term's state lives (the search's device)."""
         return self.penalty.reference.device
 
     def weight_at(self, search_epoch: int) -> float:
@@ -179,17 +185,18 @@ class CostTerm(nn.Module):
     # -- measured values -----------------------------------------------------------------------------
     @staticmethod
     def key(arch: Mapping[str, Tensor]) -> str:
+        """The cache key of a one-hot architecture: its chosen indices as JSON."""
         return json.dumps({k: v.detach().argmax(-1).tolist() for k, v in arch.items()}, sort_keys=True)
 
     def _measure(self, arch: Arch) -> float:
         """The meter's value of one architecture on this process (no cache, no collectives)."""
         if self.binding is None:
             raise RuntimeError(f"cost {self.name!r} is not set up: SearchModule.setup binds it to the space.")
-        space = self.binding.space
-        return float(self.meter.measure(Candidate(space.genotype(arch), space, self.example_shape, self.device)))
+        space, shape = self.binding.space, self.binding.example_shape
+        return float(self.meter.measure(Candidate(space.genotype(arch), space, shape, self.device)))
 
     @property
-    def _ranks(self):
+    def _ranks(self) -> Any:
         return self.binding.ranks if self.binding is not None else None
 
     def _many_ranks(self) -> bool:
@@ -236,6 +243,7 @@ class CostTerm(nn.Module):
         values = [self._aside.pop(k) if k in self._aside else self._measure(by_key[k]) for k in new] if main else None
         if self._many_ranks():
             new, values = self._ranks.broadcast((new, values) if main else None, src=0)
+        assert values is not None  # measured here (rank 0), or broadcast by rank 0
         self.cache.update(zip(new, values, strict=True))
 
     def predicted(self, arch: Arch) -> float:

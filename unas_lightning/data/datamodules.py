@@ -14,8 +14,9 @@ test set validates and tests.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sized
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
@@ -120,8 +121,8 @@ class VisionDataModule(L.LightningDataModule):
             raise ValueError(f"crop_padding and cutout must be >= 0, got {crop_padding} and {cutout}.")
         self.crop_padding, self.flip, self.cutout = crop_padding, flip, cutout
         self.augment_search = bool(augment_search)
-        self._train: Dataset | None = None
-        self._test: Dataset | None = None
+        self._train: Dataset[Any] | None = None
+        self._test: Dataset[Any] | None = None
 
     @property
     def example_shape(self) -> tuple[int, int, int]:
@@ -158,22 +159,22 @@ class VisionDataModule(L.LightningDataModule):
     @override
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self._train is None:
-            full = self._tensors(train=True)
+            full: TensorDataset | Subset[tuple[Tensor, ...]] = self._tensors(train=True)
             if self.max_train_examples is not None and self.max_train_examples < len(full):
                 full = Subset(full, range(self.max_train_examples))
             self._train = full
         if (stage in (None, "test") or self.split == "full") and self._test is None:
             self._test = self._tensors(train=False)
 
-    def search_split(self) -> tuple[Subset, Subset]:
+    def search_split(self) -> tuple[Subset[Any], Subset[Any]]:
         """The fixed search-train / search-val partition of the training set."""
         assert self._train is not None, "call setup() first"
-        n = len(self._train)
+        n = len(cast(Sized, self._train))  # map-style data sets in memory or in folders: sized
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
         n_train = min(max(1, round(self.train_portion * n)), n - 1)
         return Subset(self._train, perm[:n_train]), Subset(self._train, perm[n_train:])
 
-    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: Dataset[Any], shuffle: bool) -> DataLoader[Any]:
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -184,11 +185,10 @@ class VisionDataModule(L.LightningDataModule):
         )
 
     @override
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches on the device: full-split ones, and search ones with ``augment_search``."""
         trainer = self.trainer
-        training = trainer is not None and trainer.training
-        if not (training and (self.crop_padding or self.flip or self.cutout)):
+        if trainer is None or not (trainer.training and (self.crop_padding or self.flip or self.cutout)):
             return batch
         if self.split == "full":
             x, y = batch
@@ -201,7 +201,7 @@ class VisionDataModule(L.LightningDataModule):
                 }
         return batch
 
-    def _resumable(self, ds: Dataset) -> ResumableLoader:
+    def _resumable(self, ds: Dataset[Any]) -> ResumableLoader:
         """A shuffled training loader that resumes mid-epoch; sharded per process under DDP."""
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -210,23 +210,23 @@ class VisionDataModule(L.LightningDataModule):
         )
 
     @override
-    def train_dataloader(self):
+    def train_dataloader(self) -> ResumableLoader | CombinedLoader:
         if self.split == "full":
-            return self._resumable(self._train)
+            return self._resumable(cast("Dataset[Any]", self._train))  # set in setup
         search_train, search_val = self.search_split()
         return CombinedLoader(
             {"train": self._resumable(search_train), "val": self._resumable(search_val)}, mode="max_size_cycle"
         )
 
     @override
-    def val_dataloader(self):
+    def val_dataloader(self) -> DataLoader[Any]:
         if self.split == "full":
-            return self._loader(self._test, shuffle=False)
+            return self._loader(cast("Dataset[Any]", self._test), shuffle=False)  # set in setup
         return self._loader(self.search_split()[1], shuffle=False)
 
     @override
-    def test_dataloader(self):
-        return self._loader(self._test, shuffle=False)
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader(cast("Dataset[Any]", self._test), shuffle=False)  # set in setup
 
 
 class _IdxDataModule(VisionDataModule):
@@ -264,7 +264,7 @@ class _IdxDataModule(VisionDataModule):
                 f"with --data.init_args.download true.{system}"
             )
 
-    def load_arrays(self, train: bool):
+    def load_arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self._files(train)
         if (images is None or labels is None) and self.download:
             import torchvision
@@ -273,8 +273,8 @@ class _IdxDataModule(VisionDataModule):
                 raise ValueError(f"download=True needs a root directory to download {self.name} into.")
             getattr(torchvision.datasets, self.torchvision_class)(self.root, train=train, download=True)
             images, labels = self._files(train)
-        self.check_available(train)
-        return _read_idx(images), _read_idx(labels)
+        self.check_available(train)  # raises unless both files were found
+        return _read_idx(cast(Path, images)), _read_idx(cast(Path, labels))
 
 
 class FashionMNISTDataModule(_IdxDataModule):
@@ -316,7 +316,7 @@ class CIFAR10DataModule(VisionDataModule):
                 "python-version archive there, or add --data.init_args.download true."
             )
 
-    def load_arrays(self, train: bool):
+    def load_arrays(self, train: bool) -> tuple[np.ndarray, np.ndarray]:
         import torchvision
 
         if not self.download:
@@ -358,7 +358,7 @@ class ImageNetDataModule(VisionDataModule):
     in_channels = 3
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, *args, image_size: int = 224, num_classes: int = 1000, **kwargs):
+    def __init__(self, *args: Any, image_size: int = 224, num_classes: int = 1000, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.num_classes = num_classes
         self.image_size = (image_size, image_size)
@@ -381,7 +381,7 @@ class ImageNetDataModule(VisionDataModule):
                 f"must {layout}."
             )
 
-    def _folder(self, part: str, train: bool):
+    def _folder(self, part: str, train: bool) -> Any:  # a torchvision ImageFolder
         import torchvision
         from torchvision import transforms as T
 
@@ -420,4 +420,5 @@ def _is_image(path: Path) -> bool:
 
 
 def batch_size_of(batch: tuple[Tensor, Tensor]) -> int:
+    """Examples in a batch ``(x, y)``."""
     return int(batch[0].shape[0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -45,6 +46,9 @@ class ResumableLoader(DataLoader):
         num_workers: DataLoader worker processes.
     """
 
+    sampler: ResumableSampler
+    batch_size: int
+
     def __init__(
         self,
         dataset: Dataset,
@@ -69,7 +73,8 @@ class ResumableLoader(DataLoader):
         self._yielded = 0
         self._resume_at = 0
 
-    def __iter__(self):
+    # torch annotates DataLoader.__iter__ with its private iterator class, which a wrapping generator is not
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self._yielded, self._resume_at = self._resume_at, 0
         for batch in super().__iter__():
             self._yielded += 1

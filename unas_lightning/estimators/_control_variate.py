@@ -8,7 +8,8 @@ REBAR/RELAX papers), the optimizer that learns them, and their agreement across 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +52,10 @@ class ControlVariateEstimator(Estimator):
             estimator benchmark (b)), more than its saved evaluation buys.
     """
 
+    log_temperature: Tensor  # buffers, or parameters when tuned (``self_tuning``)
+    eta: Tensor
+    beta: Tensor
+
     def __init__(
         self,
         temperature: float = 0.4,
@@ -82,7 +87,7 @@ class ControlVariateEstimator(Estimator):
             else:
                 self.register_buffer(name, t)
         self._optimizer: torch.optim.Optimizer | None = None
-        self._pending_optimizer_state: dict | None = None
+        self._pending_optimizer_state: dict[str, Any] | None = None
 
     # -- what subclasses define ------------------------------------------------------------------
     def control_variate(self, loss: ArchLoss) -> ArchLoss:
@@ -106,7 +111,7 @@ class ControlVariateEstimator(Estimator):
     def temperature(self) -> Tensor:
         return self.log_temperature.exp()
 
-    def hparams(self):
+    def hparams(self) -> dict[str, object]:
         return {
             "temperature": round(float(self.temperature.detach()), 4),
             "eta": round(float(self.eta.detach()), 4),
@@ -126,18 +131,18 @@ class ControlVariateEstimator(Estimator):
                 self._pending_optimizer_state = None
         return self._optimizer
 
-    def get_extra_state(self):
+    def get_extra_state(self) -> dict[str, Any]:
         """The estimator's optimizer state travels in checkpoints with the module."""
         opt = self._optimizer
         return {"optimizer": opt.state_dict() if opt is not None else self._pending_optimizer_state}
 
-    def set_extra_state(self, state) -> None:
+    def set_extra_state(self, state: dict[str, Any] | None) -> None:
         saved = (state or {}).get("optimizer")
         self._optimizer = None
         self._pending_optimizer_state = saved
 
     # -- the estimate ----------------------------------------------------------------------------
-    def surrogate(self, logits, loss_fn: LossFn) -> EstimatorOutput:
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         """The estimate of ``cv_estimate`` as a surrogate loss; tunes the estimator's state when it learns."""
         loss = as_arch_loss(loss_fn)
         phi = list(logits.values())
@@ -154,17 +159,19 @@ class ControlVariateEstimator(Estimator):
             coupled=self.conditional == "coupled",
         )
         if not self.self_tuning and not self.trainable_parameters():  # nothing to tune: one backward
-            loss = surrogate_loss(s, float(self.eta.detach()), float(self.beta.detach()))
-            return EstimatorOutput(loss=loss, arch=s.z[0], value=s.f[0].mean())
+            fixed = surrogate_loss(s, float(self.eta.detach()), float(self.beta.detach()))
+            return EstimatorOutput(loss=fixed, arch=s.z[0], value=s.f[0].mean())
         u, v, w = linear_parts(s, phi, create_graph=graph)
-        eta = self.eta if graph else float(self.eta.detach())
-        beta = self.beta if graph else float(self.beta.detach())
+        eta: Tensor | float = self.eta if graph else float(self.eta.detach())
+        beta: Tensor | float = self.beta if graph else float(self.beta.detach())
         scale = 1.0 / s.f.numel()
         g_hat = [(a + eta * b + beta * c) * scale for a, b, c in zip(u, v, w, strict=True)]
         self._tune(s, g_hat, v, w, scale, graph)
         return EstimatorOutput(loss=linear_surrogate(phi, g_hat), arch=s.z[0], value=s.f[0].mean())
 
-    def _tune(self, s: CVSamples, g_hat, v, w, scale: float, graph: bool) -> None:
+    def _tune(
+        self, s: CVSamples, g_hat: list[Tensor], v: list[Tensor], w: list[Tensor], scale: float, graph: bool
+    ) -> None:
         """One step of the estimator's own optimizer on sum(g_hat^2) (+ ``extra_objective``)."""
         named = self.trainable_parameters()
         opt = self._get_optimizer(list(named.values()))
@@ -180,11 +187,15 @@ class ControlVariateEstimator(Estimator):
             grads.update(zip(named, found, strict=True))
         if self.self_tuning and not graph:  # d/d(eta, beta) sum(g_hat^2) = 2 <g_hat, (v, w)> scale, in closed form
             for name, part in (("eta", v), ("beta", w)):
-                d = sum(
-                    (2 * summed_over_examples(g, s.n) * summed_over_examples(b, s.n) * scale).sum()
-                    for g, b in zip(g_hat, part, strict=True)
+                d = cast(
+                    Tensor,
+                    sum(
+                        (2 * summed_over_examples(g, s.n) * summed_over_examples(b, s.n) * scale).sum()
+                        for g, b in zip(g_hat, part, strict=True)
+                    ),
                 )
-                grads[name] = d.reshape(()) if grads[name] is None else grads[name] + d.reshape(())
+                prev = grads[name]
+                grads[name] = d.reshape(()) if prev is None else prev + d.reshape(())
         present = _average_over_ranks([g for g in grads.values() if g is not None])  # None: same on every rank
         grads = {n: None if g is None else present.pop(0) for n, g in grads.items()}
         # a NaN/inf loss (skipped by the search) must not corrupt the tuned state for good: skip its step
@@ -192,7 +203,8 @@ class ControlVariateEstimator(Estimator):
             return
         opt.zero_grad(set_to_none=True)
         for name, p in named.items():
-            p.grad = None if grads[name] is None else grads[name].detach().to(p.dtype)  # e.g. float64 logits
+            g = grads[name]
+            p.grad = None if g is None else g.detach().to(p.dtype)  # e.g. float64 logits
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -155,7 +156,7 @@ def _per_row(coef: Tensor, like: Tensor, n: int) -> Tensor:
 
 def linear_surrogate(phi: Sequence[Tensor], g_hat: Sequence[Tensor]) -> Tensor:
     """sum <g_hat.detach(), phi>: a scalar whose gradient with respect to phi is exactly g_hat."""
-    return sum((g.detach() * p).sum() for g, p in zip(g_hat, phi, strict=True))
+    return cast(Tensor, sum((g.detach() * p).sum() for g, p in zip(g_hat, phi, strict=True)))
 
 
 def summed_over_examples(t: Tensor, n: int) -> Tensor:
@@ -165,4 +166,4 @@ def summed_over_examples(t: Tensor, n: int) -> Tensor:
 
 def variance_objective(g_hat: Sequence[Tensor], n: int = 1) -> Tensor:
     """sum of squared estimates of phi's gradient: its theta-gradient equals that of the total variance."""
-    return sum((summed_over_examples(g, n) ** 2).sum() for g in g_hat)
+    return cast(Tensor, sum((summed_over_examples(g, n) ** 2).sum() for g in g_hat))

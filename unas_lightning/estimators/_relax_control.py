@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -46,11 +47,11 @@ class LinearControl(nn.Module):
         """g(arch): a scalar, or [B] when the rows carry a leading per-example dimension B."""
         if len(self.weight) < len(arch):
             self.materialize(arch)
-        n = examples_in(arch, self.weight)
+        n = examples_in(arch, cast(Mapping[str, Tensor], self.weight))  # a ParameterDict: name -> Parameter
         lead = () if n is None else (n,)
-        return self.bias + sum((self.weight[k] * v).reshape(*lead, -1).sum(-1) for k, v in arch.items())
+        return self.bias + cast(Tensor, sum((self.weight[k] * v).reshape(*lead, -1).sum(-1) for k, v in arch.items()))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         wp = prefix + "weight."
         self.materialize({k[len(wp) :]: v for k, v in state_dict.items() if k.startswith(wp)})
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -86,7 +87,7 @@ class Estimator(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 
-    def hparams(self) -> dict[str, float]:
+    def hparams(self) -> dict[str, object]:
         """The estimator's settings, for logging and ``repr``."""
         return {}
 
@@ -123,8 +124,8 @@ def loss_vector(loss: Tensor, logits: Mapping[str, Tensor]) -> Tensor:
 def log_prob_per_example(log_probs: Mapping[str, Tensor], z: Mapping[str, Tensor], n: int) -> Tensor:
     """log p(z) as [n]: summed over every row (n = 1) or per leading batch index (n = B)."""
     if n == 1:
-        return sum((lp * z[k]).sum() for k, lp in log_probs.items()).reshape(1)
-    return sum((lp * z[k]).reshape(n, -1).sum(1) for k, lp in log_probs.items())
+        return cast(Tensor, sum((lp * z[k]).sum() for k, lp in log_probs.items())).reshape(1)
+    return cast(Tensor, sum((lp * z[k]).reshape(n, -1).sum(1) for k, lp in log_probs.items()))
 
 
 def strip_batch(logits: Mapping[str, Tensor], n: int) -> dict[str, Tensor]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from unas_lightning.distributions import ArchDistribution
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from unas_lightning.distributions import Arch, ArchDistribution
 from unas_lightning.estimators.relaxation import Relaxation
 
 
@@ -16,6 +20,6 @@ class GumbelSoftmax(Relaxation):
         temperature: tau of the relaxation.
     """
 
-    def relax(self, logits):
+    def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
         s = ArchDistribution(logits).rsample(self.temperature)
         return s.zeta, s.z

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 import torch
+from torch import Tensor
 
 from unas_lightning.distributions import ArchDistribution
-from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, loss_vector, strip_batch
+from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, LossFn, loss_vector, strip_batch
 
 
 class IndeCateR(Estimator, BlackBox):
@@ -39,7 +41,7 @@ class IndeCateR(Estimator, BlackBox):
         torch.Size([3])
     """
 
-    def surrogate(self, logits, loss_fn):
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         dist = ArchDistribution(logits)
         z = dist.sample()
         with torch.no_grad():

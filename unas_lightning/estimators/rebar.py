@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unas_lightning.arch_loss import ArchLoss
 from unas_lightning.estimators._control_variate import ControlVariateEstimator
 
 
@@ -54,6 +55,6 @@ class Rebar(ControlVariateEstimator):
         torch.Size([3])
     """
 
-    def control_variate(self, loss):
+    def control_variate(self, loss: ArchLoss) -> ArchLoss:
         """c = L at the relaxations; the loss's ``relaxed()`` version when it offers a cheaper one."""
         return loss.relaxed()

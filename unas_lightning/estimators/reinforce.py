@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from torch import Tensor
 
 from unas_lightning.arch_loss import as_arch_loss
 from unas_lightning.distributions import ArchDistribution
 from unas_lightning.estimators._leave_one_out import leave_one_out
-from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, log_prob_per_example, loss_vector
+from unas_lightning.estimators.base import (
+    BlackBox,
+    Estimator,
+    EstimatorOutput,
+    LossFn,
+    log_prob_per_example,
+    loss_vector,
+)
 
 
 class Reinforce(Estimator, BlackBox):
@@ -37,6 +47,9 @@ class Reinforce(Estimator, BlackBox):
         torch.Size([3])
     """
 
+    baseline: Tensor  # buffers
+    baseline_ready: Tensor
+
     def __init__(self, baseline_decay: float = 0.9, use_baseline: bool = True, num_samples: int = 1):
         super().__init__()
         if not 0.0 <= baseline_decay < 1.0:
@@ -49,7 +62,7 @@ class Reinforce(Estimator, BlackBox):
         self.register_buffer("baseline", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
 
-    def hparams(self):
+    def hparams(self) -> dict[str, object]:
         return {
             "baseline_decay": self.baseline_decay,
             "use_baseline": self.use_baseline,
@@ -74,19 +87,19 @@ class Reinforce(Estimator, BlackBox):
             return leave_one_out(f)
         return self.baseline.clone() if bool(self.baseline_ready) else 0.0
 
-    def surrogate(self, logits, loss_fn):
-        loss_fn = as_arch_loss(loss_fn)
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
+        loss = as_arch_loss(loss_fn)
         dist = ArchDistribution(logits)
-        zs, f = [], []
+        zs, values = [], []
         for _ in range(self.num_samples):
             z = dist.sample()
             with torch.no_grad():
-                f.append(loss_vector(loss_fn(z), logits).detach())
+                values.append(loss_vector(loss(z), logits).detach())
             zs.append(z)
-        f = torch.stack(f)  # [k, n]
+        f = torch.stack(values)  # [k, n]
         n = f.shape[1]
         log_p = torch.stack([log_prob_per_example(dist.log_probs, z, n) for z in zs])
-        loss = ((f - self.baselines(f)) * log_p).mean()
+        surrogate = ((f - self.baselines(f)) * log_p).mean()
         if self.use_baseline and self.num_samples == 1:
             self._update_baseline(f.mean())
-        return EstimatorOutput(loss=loss, arch=zs[0], value=f[0].mean())
+        return EstimatorOutput(loss=surrogate, arch=zs[0], value=f[0].mean())

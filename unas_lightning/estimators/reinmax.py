@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
 
-from unas_lightning.distributions import ArchDistribution
+import torch
+from torch import Tensor
+
+from unas_lightning.distributions import Arch, ArchDistribution
 from unas_lightning.estimators.relaxation import Relaxation
 
 
@@ -34,7 +37,7 @@ class ReinMax(Relaxation):
         torch.Size([2, 3])
     """
 
-    def relax(self, logits):
+    def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
         dist = ArchDistribution(logits)
         z = dist.sample()
         out = {}

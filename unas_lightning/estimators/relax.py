@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from unas_lightning.arch_loss import as_arch_loss
+from unas_lightning.arch_loss import ArchLoss, as_arch_loss
 from unas_lightning.estimators._control_variate import ControlVariateEstimator
 from unas_lightning.estimators._cv_estimate import CVSamples
 from unas_lightning.estimators._relax_control import LinearControl
@@ -74,25 +75,25 @@ class Relax(ControlVariateEstimator, BlackBox):
         self.g = control if control is not None else LinearControl()
         self.fit = fit
 
-    def hparams(self):
+    def hparams(self) -> dict[str, object]:
         return {**super().hparams(), "fit": self.fit}
 
-    def prepare(self, logits):
+    def prepare(self, logits: Mapping[str, Tensor]) -> None:
         if isinstance(self.g, LinearControl):
             self.g.materialize(logits)
 
-    def control_variate(self, loss):
+    def control_variate(self, loss: ArchLoss) -> ArchLoss:
         """c = g, the surrogate (the loss itself is never differentiated)."""
         return as_arch_loss(self.g)
 
-    def trainable_parameters(self):
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
         own = {f"g.{n}": p for n, p in self.g.named_parameters() if p.requires_grad} if self.fit != "none" else {}
         return {**super().trainable_parameters(), **own}
 
     def uses_variance_objective(self) -> bool:
         return super().uses_variance_objective() or self.fit in ("variance", "both")
 
-    def extra_objective(self, s: CVSamples):
+    def extra_objective(self, s: CVSamples) -> Tensor | None:
         if self.fit not in ("regression", "both"):
             return None
         pred = torch.stack([self.g(z).reshape(-1) for z in s.z])

@@ -24,14 +24,14 @@ class Relaxation(Estimator):
         super().__init__()
         self.temperature = check_temperature(temperature)
 
-    def hparams(self):
+    def hparams(self) -> dict[str, object]:
         return {"temperature": self.temperature}
 
     def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
         """(the architecture ``loss_fn`` is evaluated at, with a graph to phi; the one-hot one to report)."""
         raise NotImplementedError
 
-    def surrogate(self, logits, loss_fn: LossFn) -> EstimatorOutput:
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         relaxed, reported = self.relax(logits)
         loss = loss_vector(loss_fn(relaxed), logits).mean()  # a scalar, or per-example losses averaged
         return EstimatorOutput(loss=loss, arch=reported, value=loss.detach())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
 
-from unas_lightning.distributions import one_hot_argmax
+import torch
+from torch import Tensor
+
+from unas_lightning.distributions import Arch, one_hot_argmax
 from unas_lightning.estimators.relaxation import Relaxation
 
 
@@ -19,6 +22,6 @@ class Softmax(Relaxation):
         temperature: tau of the softmax; DARTS uses 1.
     """
 
-    def relax(self, logits):
+    def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
         relaxed = {k: torch.softmax(v / self.temperature, dim=-1) for k, v in logits.items()}
         return relaxed, {k: one_hot_argmax(v.detach()) for k, v in logits.items()}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from unas_lightning.distributions import ArchDistribution
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from unas_lightning.distributions import Arch, ArchDistribution
 from unas_lightning.estimators.relaxation import Relaxation
 
 
@@ -30,6 +34,6 @@ class StraightThroughGumbel(Relaxation):
         (1.0, True)
     """
 
-    def relax(self, logits):
+    def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
         s = ArchDistribution(logits).rsample(self.temperature)
         return {k: s.z[k] + s.zeta[k] - s.zeta[k].detach() for k in s.z}, s.z

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -38,11 +39,11 @@ def enumerate_architectures(logits: Mapping[str, Tensor], limit: int = 1_000_000
 def expected_loss(logits: Mapping[str, Tensor], loss_fn: LossFn) -> Tensor:
     """sum_z p_phi(z) L(z), differentiable in the logits."""
     log_probs = {k: torch.log_softmax(v, -1) for k, v in logits.items()}
-    total = 0.0
+    total: Tensor | float = 0.0
     for arch in enumerate_architectures(logits):
-        log_p = sum((log_probs[k] * arch[k]).sum() for k in arch)
+        log_p = cast(Tensor, sum((log_probs[k] * arch[k]).sum() for k in arch))
         total = total + log_p.exp() * loss_fn(arch)
-    return total
+    return cast(Tensor, total)  # a tensor: there is at least one architecture
 
 
 def exact_gradient(logits: Mapping[str, Tensor], loss_fn: LossFn) -> Tensor:
@@ -60,7 +61,7 @@ def sample_gradients(estimator: Estimator, logits: Mapping[str, Tensor], loss_fn
         for v in leaves.values():
             v.grad = None
         estimator.surrogate(leaves, loss_fn).loss.backward()
-        out.append(torch.cat([v.grad.reshape(-1) for v in leaves.values()]))
+        out.append(torch.cat([cast(Tensor, v.grad).reshape(-1) for v in leaves.values()]))  # set by backward
     return torch.stack(out)
 
 

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 from unas_lightning.arch_loss import as_arch_loss
 from unas_lightning.distributions import ArchDistribution
-from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, loss_vector
+from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, LossFn, loss_vector
 
 
 def set_probability(p: Tensor, excluded: float = 0.0) -> Tensor:
@@ -55,7 +56,9 @@ def set_probability(p: Tensor, excluded: float = 0.0) -> Tensor:
     return (q / (1.0 - excluded - before)).prod(1).sum()
 
 
-def stochastic_beam_search(log_probs: list[Tensor], k: int, generator=None) -> tuple[Tensor, Tensor]:
+def stochastic_beam_search(
+    log_probs: list[Tensor], k: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """k distinct draws without replacement from the product of the categoricals ``log_probs`` (one
     [K_r] row of log-probabilities each), without enumerating the product space (module docstring).
 
@@ -133,11 +136,11 @@ class UnorderedSet(Estimator, BlackBox):
             raise ValueError(f"num_samples must be an integer from 2 to 8, got {num_samples!r}.")
         self.num_samples = num_samples
 
-    def hparams(self):
+    def hparams(self) -> dict[str, object]:
         return {"num_samples": self.num_samples}
 
-    def surrogate(self, logits, loss_fn):
-        loss_fn = as_arch_loss(loss_fn)
+    def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
+        loss_all = as_arch_loss(loss_fn)
         rows = [(key, r) for key, v in logits.items() for r in range(v.reshape(-1, v.shape[-1]).shape[0])]
         log_probs = [
             torch.log_softmax(logits[key].detach().double().reshape(-1, logits[key].shape[-1])[r], -1)
@@ -146,7 +149,7 @@ class UnorderedSet(Estimator, BlackBox):
         choices, log_p_joint = stochastic_beam_search(log_probs, self.num_samples)
         archs = [self._arch(c, logits, rows) for c in choices.tolist()]
         with torch.no_grad():
-            f = torch.stack([loss_vector(v, logits).double() for v in loss_fn.many(archs)])
+            f = torch.stack([loss_vector(v, logits).double() for v in loss_all.many(archs)])
         if f.shape[1] != 1:
             raise ValueError("UnorderedSet takes shared architectures: loss_fn must return a scalar.")
         f = f[:, 0]
@@ -178,7 +181,7 @@ class UnorderedSet(Estimator, BlackBox):
         return torch.stack(out)
 
     @staticmethod
-    def _arch(digits: list[int], logits, rows) -> dict[str, Tensor]:
+    def _arch(digits: list[int], logits: Mapping[str, Tensor], rows: list[tuple[str, int]]) -> dict[str, Tensor]:
         arch = {key: torch.zeros_like(v) for key, v in logits.items()}
         flat = {key: a.view(-1, a.shape[-1]) for key, a in arch.items()}
         for (key, r), d in zip(rows, digits, strict=True):

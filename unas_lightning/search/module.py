@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -27,6 +30,9 @@ from unas_lightning.spaces.base import ArchitecturePenalty, SearchSpace
 from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.utils import seeding
 from unas_lightning.utils.nonfinite import NonFiniteGuard
+
+#: a search step's data: ``{"train": (x, y), "val": (x, y)}``
+Batch = Mapping[str, tuple[Tensor, Tensor]]
 
 #: constructor arguments that are objects, not hyperparameters to log
 OBJECTS = ["space", "estimator", "costs", "w_step_arch", "w_optimizer", "phi_optimizer", "w_scheduler", "phi_scheduler"]
@@ -106,6 +112,10 @@ class SearchModule(L.LightningModule):
         Reinforce(baseline_decay=0.9, use_baseline=True, num_samples=1)
     """
 
+    run_seed: Tensor  # buffers (checkpointed): the run seed, restart_after_warmup done, phi-steps so far
+    restarted: Tensor
+    phi_steps: Tensor
+
     def __init__(
         self,
         space: SearchSpace,
@@ -135,7 +145,7 @@ class SearchModule(L.LightningModule):
         self.estimator = estimator if estimator is not None else Rebar()
         self.costs = nn.ModuleList(_check_costs(costs))
         self.estimator.prepare(dict(space.arch))
-        for cost in self.costs:
+        for cost in self._cost_terms():
             cost.prepare(dict(space.arch))
         self.objective, self.gen_lambda, self.cv_examples = objective, float(gen_lambda), cv_examples
         self.gen_gap = objectives.check_gap(gen_gap)
@@ -177,7 +187,7 @@ class SearchModule(L.LightningModule):
             shape = getattr(dm, "example_shape", None)
             if shape is None:
                 raise ValueError("hardware costs need the data module's example_shape (channels, height, width).")
-            for cost in self.costs:
+            for cost in self._cost_terms():
                 cost.setup(self.space, shape, self.trainer.strategy)
 
     def genotype(self) -> Genotype | None:
@@ -187,7 +197,7 @@ class SearchModule(L.LightningModule):
         return self.space.genotype() if int(self.phi_steps) > 0 else None
 
     @override
-    def on_load_checkpoint(self, checkpoint) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints written before ``phi_steps`` existed: phi-steps ran if an epoch after the warm-up did."""
         state = checkpoint.get("state_dict", {})
         if "phi_steps" not in state:
@@ -196,7 +206,7 @@ class SearchModule(L.LightningModule):
     @override
     def configure_callbacks(self) -> list[L.Callback]:
         """``GenotypeWriter`` (and ``CostMonitor`` with costs), unless the trainer has them already."""
-        have = {type(cb) for cb in self.trainer.callbacks}
+        have = {type(cb) for cb in self.trainer.callbacks}  # type: ignore[attr-defined]  # set by Lightning
         wanted = [GenotypeWriter] + ([CostMonitor] if len(self.costs) else [])
         return [cls() for cls in wanted if not any(issubclass(h, cls) for h in have)]
 
@@ -217,10 +227,11 @@ class SearchModule(L.LightningModule):
             )
 
     @override
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler | ReduceLROnPlateau]]:
         phi = list(self.space.arch_parameters())
         opt_w = self.w_optimizer(self._weights) if self.w_optimizer else torch.optim.Adam(self._weights, lr=3e-4)
         opt_phi = self.phi_optimizer(phi) if self.phi_optimizer else torch.optim.Adam(phi, lr=1e-3)
+        schedulers: list[LRScheduler | ReduceLROnPlateau]
         if self.w_scheduler is not None:
             schedulers = [self.w_scheduler(opt_w)]
         else:
@@ -237,12 +248,12 @@ class SearchModule(L.LightningModule):
         """True once the warm-up epochs are over and phi is updated."""
         return self.current_epoch >= self.warmup_epochs
 
-    def examples_per_step(self, batch) -> int:
+    def examples_per_step(self, batch: Batch) -> int:
         """Examples the phi-step uses from each batch (train and val are cut to the same size)."""
         use_train, use_val = objectives.uses_batches(self.objective)
         return min(batch[k][0].shape[0] for k, used in (("train", use_train), ("val", use_val)) if used)
 
-    def step_loss(self, batch) -> StepObjective:
+    def step_loss(self, batch: Batch) -> StepObjective:
         """The search objective L(arch) on this step's batches, w held constant (an ``ArchLoss``)."""
         n = self.examples_per_step(batch)
         return StepObjective(
@@ -263,30 +274,30 @@ class SearchModule(L.LightningModule):
             return dict(self.space.arch)
         return {k: torch.log(torch.softmax(v, -1) + self.soften_eps) for k, v in self.space.arch.items()}
 
-    def phi_logits(self, batch) -> dict[str, Tensor]:
+    def phi_logits(self, batch: Batch) -> dict[str, Tensor]:
         """The sampling logits as the estimator sees them: shared, or one row set per example."""
         logits = self.sampling_logits()
         return logits if self.arch_samples == "batch" else expand_rows(logits, self.examples_per_step(batch))
 
     # -- the two steps -------------------------------------------------------------------------
-    def phi_step(self, batch) -> dict[str, Tensor]:
+    def phi_step(self, batch: Batch) -> dict[str, Tensor]:
         """One phi update (Eq. 6/8 plus the costs); returns what to log."""
         loss_fn = self.step_loss(batch)
         loss = self.estimator.surrogate(self.phi_logits(batch), loss_fn).loss
         logs = {f"search/{k}": v for k, v in loss_fn.logs().items()}
-        for cost in self.costs:
+        for cost in self._cost_terms():
             cost_loss, cost_logs = cost.phi_loss(self.sampling_logits(), self.current_epoch - self.warmup_epochs)
             loss = loss + cost_loss
             logs.update(cost_logs)
         if self._finite(loss, "phi"):
-            opt_phi = self.optimizers()[1]
+            opt_phi = self._optimizers()[1]
             opt_phi.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_phi.step()
             self.phi_steps += 1
         return logs
 
-    def w_step(self, batch) -> Tensor:
+    def w_step(self, batch: Batch) -> Tensor:
         """One w update on the search-train batch at the w-step's architecture (Eq. 7)."""
         x, y = batch["train"]
         arch = self.w_step_arch(self.sampling_logits(), x.shape[0] if self.arch_samples == "example" else None)
@@ -294,23 +305,25 @@ class SearchModule(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         if not self._finite(loss, "w"):
             return loss.detach()
-        opt_w = self.optimizers()[0]
+        opt_w = self._optimizers()[0]
         opt_w.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.w_grad_clip is not None:
-            self.clip_gradients(opt_w, gradient_clip_val=self.w_grad_clip, gradient_clip_algorithm="norm")
+            # Lightning documents clip_gradients with the LightningOptimizer that optimizers() returns,
+            # though its annotation names the wrapped torch Optimizer
+            self.clip_gradients(opt_w, gradient_clip_val=self.w_grad_clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
         opt_w.step()
         self.train_acc(logits.detach(), y)
         return loss.detach()
 
     @override
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
         if not isinstance(batch, Mapping) or not {"train", "val"} <= set(batch):
             raise ValueError(
                 "SearchModule needs {'train': batch, 'val': batch} each step: use a data module with split='search'."
             )
         batch_size = batch["train"][0].shape[0]
-        logs = {}
+        logs: dict[str, Tensor] = {}
         seed = seeding.step_seed(int(self.run_seed), self.current_epoch, batch_idx, self.global_rank)
         with seeding.seeded(seed, self.device):
             if self.searching:
@@ -326,7 +339,7 @@ class SearchModule(L.LightningModule):
         return self.nonfinite.finite(loss, which, self.trainer.strategy, where)
 
     @override
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Accuracy of the current most probable architecture on search-val data."""
         x, y = batch
         logits = self.space(x, self.space.mode())
@@ -337,7 +350,7 @@ class SearchModule(L.LightningModule):
     @override
     def on_train_epoch_start(self) -> None:
         if self.restart_after_warmup and self.searching and not bool(self.restarted):
-            for opt in self.optimizers():  # fresh Adam moments for the search (once; the flag is checkpointed)
+            for opt in self._optimizers():  # fresh Adam moments for the search (once; the flag is checkpointed)
                 opt.optimizer.state.clear()
             self.restarted.fill_(True)
 
@@ -347,7 +360,8 @@ class SearchModule(L.LightningModule):
             return  # constant learning rates during the warm-up
         schedulers = self.lr_schedulers()
         for sch in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            sch.step()
+            scheduler: LRScheduler = sch  # stepped without a metric (a ReduceLROnPlateau would need one)
+            scheduler.step()
 
     # -- checkpoints -------------------------------------------------------------------------------
     def describe(self) -> str:
@@ -355,11 +369,28 @@ class SearchModule(L.LightningModule):
         return self.space.describe()
 
     @override
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["unas"] = {"model": self.describe()}
 
+    def _cost_terms(self) -> Sequence[CostTerm]:
+        """``costs`` as what it holds (an ``nn.ModuleList`` of ``CostTerm``, checked in ``__init__``)."""
+        return cast("Sequence[CostTerm]", self.costs)
 
-def _check_settings(space, estimator, objective, gen_lambda, warmup_epochs, arch_samples, w_grad_clip, cv_examples):
+    def _optimizers(self) -> list[LightningOptimizer]:
+        """The two optimizers ``configure_optimizers`` returns, (w, phi)."""
+        return cast("list[LightningOptimizer]", self.optimizers())
+
+
+def _check_settings(
+    space: SearchSpace,
+    estimator: Estimator | None,
+    objective: str,
+    gen_lambda: float,
+    warmup_epochs: int,
+    arch_samples: str,
+    w_grad_clip: float | None,
+    cv_examples: int | None,
+) -> None:
     """Stop early, naming the setting to change."""
     if not isinstance(space, SearchSpace):
         raise TypeError(f"space must be an unas_lightning.spaces.SearchSpace, got {type(space).__name__}.")

@@ -9,7 +9,7 @@ code: example b of the train batch is paired with example b of the val batch).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 from torch import Tensor
 
@@ -46,8 +46,9 @@ def uses_batches(objective: str) -> tuple[bool, bool]:
 
 def combine(objective: str, l_train: Tensor | None, l_val: Tensor | None, lam: float) -> Tensor:
     """The objective's value from the per-batch cross-entropies it needs."""
+    # the losses an objective needs are given (``uses_batches``)
     if objective == "train":
-        return l_train
+        return cast(Tensor, l_train)
     if objective == "val":
-        return l_val
-    return generalization_loss(l_train, l_val, lam)
+        return cast(Tensor, l_val)
+    return generalization_loss(cast(Tensor, l_train), cast(Tensor, l_val), lam)

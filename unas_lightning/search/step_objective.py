@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,8 @@ class StepObjective(ArchLoss):
         per_example = [self._per_example(a) for a in archs]
         values = [self._combine(*args) for args in zip(losses, hot, per_example, strict=True)]
         if self.penalty:
-            values = [v + self.penalty * self.space.architecture_penalty(a) for v, a in zip(values, archs, strict=True)]
+            space = cast(ArchitecturePenalty, self.space)  # a penalty weight needs one (SearchModule checks)
+            values = [v + self.penalty * space.architecture_penalty(a) for v, a in zip(values, archs, strict=True)]
         return values
 
     def relaxed(self) -> StepObjective:

@@ -21,19 +21,21 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
+from torch import Tensor, nn
 from typing_extensions import override
 
 from unas_lightning.analysis.fmnist201 import FMNIST201Table
 from unas_lightning.callbacks.genotype_writer import GenotypeWriter
-from unas_lightning.estimators import BlackBox, Estimator, Reinforce
+from unas_lightning.estimators import BlackBox, Estimator, EstimatorOutput, Reinforce
 from unas_lightning.spaces.nb201.genotype import EDGES, NB201Genotype
 from unas_lightning.spaces.nb201.ops import NB201_OPS
 from unas_lightning.spaces.nb201.table import NB201Table, TableObjective, cell_of_index
@@ -61,7 +63,8 @@ class TableSearchPoint:
     accuracy: float  # the table's seed-averaged accuracy (%)
     latency_ms: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The point as JSON-ready values (the cell as the benchmark's string)."""
         return {
             "queries": self.queries,
             "arch": self.genotype.to_arch_str(),
@@ -75,11 +78,13 @@ def new_logits() -> dict[str, nn.Parameter]:
     return {KEY: nn.Parameter(torch.zeros(len(EDGES), len(NB201_OPS)))}
 
 
-def most_probable(logits: dict[str, torch.Tensor]) -> NB201Genotype:
+def most_probable(logits: Mapping[str, torch.Tensor]) -> NB201Genotype:
+    """The cell of the largest logit on every edge."""
     return NB201Genotype.from_rows(logits[KEY])
 
 
 def check_black_box(estimator: Estimator) -> None:
+    """``ValueError`` unless ``estimator`` is a black box (a table has values at one-hot cells only)."""
     if not isinstance(estimator, BlackBox):
         raise ValueError(
             f"{type(estimator).__name__} differentiates the loss, but a table has values only at one-hot cells: "
@@ -87,7 +92,13 @@ def check_black_box(estimator: Estimator) -> None:
         )
 
 
-def phi_step(estimator: Estimator, logits: dict, objective: TableObjective, opt, backward=torch.Tensor.backward):
+def phi_step(
+    estimator: Estimator,
+    logits: Mapping[str, Tensor],
+    objective: TableObjective,
+    opt: torch.optim.Optimizer | LightningOptimizer,
+    backward: Callable[[Tensor], Any] = torch.Tensor.backward,
+) -> tuple[EstimatorOutput, int]:
     """One phi-step on the table (the estimate, its backward, the optimizer step) and the queries it spent."""
     before = objective.queries
     opt.zero_grad()
@@ -232,18 +243,18 @@ class TabularSearch(L.LightningModule):
         return most_probable(dict(self.arch))
 
     @override
-    def train_dataloader(self):
+    def train_dataloader(self) -> torch.utils.data.DataLoader[int]:
         return torch.utils.data.DataLoader(_Steps(self.queries), batch_size=None)
 
     @override
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> torch.optim.Optimizer:
         factory = self.phi_optimizer or (lambda params: torch.optim.Adam(params, lr=0.1))
         return factory(self.arch.parameters())
 
     @override
-    def configure_callbacks(self):
+    def configure_callbacks(self) -> list[L.Callback]:
         """A ``GenotypeWriter``, unless the trainer has one already."""
-        if any(isinstance(c, GenotypeWriter) for c in self.trainer.callbacks):
+        if any(isinstance(c, GenotypeWriter) for c in self.trainer.callbacks):  # type: ignore[attr-defined]
             return []
         return [GenotypeWriter()]
 
@@ -258,16 +269,19 @@ class TabularSearch(L.LightningModule):
         self.objective.generator = torch.Generator().manual_seed(seed)
 
     @override
-    def on_train_batch_start(self, batch, batch_idx):
+    def on_train_batch_start(self, batch: int, batch_idx: int) -> int | None:
         if not within_budget(self.objective.queries, self._per_step, self.queries):
             return -1  # the budget is spent: end the epoch (and the run)
         return None
 
     @override
-    def training_step(self, batch, batch_idx):
-        args = (self.estimator, dict(self.arch), self.objective, self.optimizers(), self.manual_backward)
-        out, self._per_step = phi_step(*args)
-        logs = {"table/loss": out.value.float().mean(), "table/queries": float(self.objective.queries)}
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        opt = cast(LightningOptimizer, self.optimizers())  # the one optimizer of phi
+        out, self._per_step = phi_step(self.estimator, dict(self.arch), self.objective, opt, self.manual_backward)
+        logs: dict[str, Tensor | float] = {
+            "table/loss": out.value.float().mean(),
+            "table/queries": float(self.objective.queries),
+        }
         g = self.genotype()
         if g in self.table:  # FMNIST-201 trains a missing cell only when it is queried or the result
             accuracy = self.table.accuracy(g)

@@ -26,7 +26,7 @@ class WStepArch(ABC):
 class DiscreteSample(WStepArch):
     """A one-hot z ~ p_phi (the paper's Eq. 7): only the chosen operations run and are trained."""
 
-    def __call__(self, logits, examples=None):
+    def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
         with torch.no_grad():
             return ArchDistribution(_rows(logits, examples)).sample()
 
@@ -42,7 +42,7 @@ class RelaxedSample(WStepArch):
     def __init__(self, temperature: float = 1.0):
         self.temperature = check_temperature(temperature)
 
-    def __call__(self, logits, examples=None):
+    def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
         with torch.no_grad():
             return detach(ArchDistribution(_rows(logits, examples)).rsample(self.temperature).zeta)
 
@@ -50,7 +50,7 @@ class RelaxedSample(WStepArch):
 class SoftmaxMixture(WStepArch):
     """The deterministic mixture softmax(phi) of DARTS (the same for every example)."""
 
-    def __call__(self, logits, examples=None):
+    def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
         return {k: torch.softmax(v.detach(), -1) for k, v in logits.items()}
 
 

@@ -28,20 +28,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 from torch import Tensor, nn
 
 from unas_lightning.distributions import Arch, ArchDistribution, examples_in
 from unas_lightning.spaces.genotype import Genotype
 
+#: the genotype type of a space (``SearchSpace[DartsGenotype]``): what its ``genotype`` returns and ``arch_of`` takes
+GenotypeT = TypeVar("GenotypeT", bound=Genotype)
 
-class SearchSpace(nn.Module, ABC):
+
+class SearchSpace(nn.Module, ABC, Generic[GenotypeT]):
     """A weight-sharing supernet together with its architecture logits phi (see the module docstring).
 
     Subclasses call ``super().__init__(in_channels, num_classes)``, create ``self.arch`` and set the
     class attribute ``genotype_type`` to their :class:`~unas_lightning.spaces.genotype.Genotype` type;
-    their ``arch_of`` and ``derived_network`` start with :meth:`check_genotype`.
+    their ``arch_of`` and ``derived_network`` start with :meth:`check_genotype`. A subclass names that
+    type for type checkers too, ``class MySpace(SearchSpace[MyGenotype])`` (optional).
 
     Args:
         in_channels: image channels the supernet reads.
@@ -64,15 +68,15 @@ class SearchSpace(nn.Module, ABC):
         """Class logits of the network selected (one-hot rows) or mixed (relaxed rows) by ``arch``."""
 
     @abstractmethod
-    def genotype(self, arch: Mapping[str, Tensor] | None = None) -> Genotype:
+    def genotype(self, arch: Mapping[str, Tensor] | None = None) -> GenotypeT:
         """The genotype of a one-hot ``arch`` (default: the most probable architecture)."""
 
     @abstractmethod
-    def arch_of(self, genotype: Genotype) -> Arch:
+    def arch_of(self, genotype: GenotypeT) -> Arch:
         """The one-hot architecture of ``genotype``; ``ValueError`` naming what does not fit this space."""
 
     @abstractmethod
-    def derived_network(self, genotype: Genotype | None = None) -> nn.Module:
+    def derived_network(self, genotype: GenotypeT | None = None) -> nn.Module:
         """The stand-alone network of ``genotype`` (default: the most probable) at this space's scale."""
 
     def category_names(self, key: str) -> list[str]:
@@ -91,7 +95,7 @@ class SearchSpace(nn.Module, ABC):
 
     def distribution(self) -> ArchDistribution:
         """p_phi(z) for the current logits."""
-        return ArchDistribution(self.arch)
+        return ArchDistribution(cast(Mapping[str, Tensor], self.arch))  # a ParameterDict: name -> Parameter
 
     def mode(self) -> Arch:
         """The most probable architecture (one-hot, detached)."""
@@ -107,7 +111,7 @@ class SearchSpace(nn.Module, ABC):
 
     def examples_in(self, arch: Mapping[str, Tensor]) -> int | None:
         """B for per-example rows [B, ...], None for one shared architecture."""
-        return examples_in(arch, self.arch)
+        return examples_in(arch, cast(Mapping[str, Tensor], self.arch))
 
     def describe(self) -> str:
         """One line naming the space (written into checkpoints, quoted when one does not fit)."""

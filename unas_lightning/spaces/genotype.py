@@ -88,7 +88,7 @@ class Genotype(ABC):
     #: names accepted by ``NetworkOptions.kind``; the first is what "auto" builds
     network_kinds: ClassVar[tuple[str, ...]] = ("default",)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         name = cls.__dict__.get("space_name")
         if name is None:

@@ -6,7 +6,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 def _umask() -> int:
@@ -40,7 +43,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def run_dir(trainer) -> Path:
+def run_dir(trainer: L.Trainer) -> Path:
     """The folder a run writes its outputs to: the logger's directory, else the trainer's root directory.
 
     A collective under DDP (``Trainer.log_dir`` broadcasts rank 0's folder, since the other ranks' loggers

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 
-def import_dotted(path: str):
+def import_dotted(path: str) -> Any:
     """The object ``path`` names: ``"unas_lightning.RetrainModule"`` -> the class.
 
     Raises ``ImportError`` (module missing), ``AttributeError`` (no such name in it) or ``ValueError``

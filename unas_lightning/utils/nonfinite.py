@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import Strategy
 
 
 class NonFiniteGuard:
@@ -24,10 +28,12 @@ class NonFiniteGuard:
         self.max_steps = max_steps
         self.streak = {"phi": 0, "w": 0}
 
-    def finite(self, loss: Tensor, which: str, strategy=None, where: str = "") -> bool:
+    def finite(self, loss: Tensor, which: str, strategy: Strategy | None = None, where: str = "") -> bool:
         """True when ``loss`` is finite on every rank (``strategy``: Lightning's, to agree under DDP)."""
         ok = torch.isfinite(loss.detach()).all().float()
-        if strategy is not None and strategy.world_size > 1:  # all ranks must agree, or DDP's all-reduce hangs
+        # all ranks must agree, or DDP's all-reduce hangs (every Lightning strategy has a world_size, though
+        # the base class does not declare it)
+        if strategy is not None and strategy.world_size > 1:  # type: ignore[attr-defined]
             ok = strategy.reduce(ok, reduce_op="min")
         if bool(ok > 0):
             self.streak[which] = 0

@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import Strategy
 
-def run_seed(strategy) -> int:
+
+def run_seed(strategy: Strategy) -> int:
     """``seed_everything``'s seed, else a random one; the same on every rank (rank 0's)."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+    given = os.environ.get("PL_GLOBAL_SEED")
+    seed = int(given) if given is not None else int(torch.randint(0, 2**31 - 1, ()))
     return int(strategy.broadcast(seed, src=0))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,10 +59,11 @@ class _Group:
     convs: list[_ConvOp] = field(default_factory=list)  # sep and dil convs (per pair)
     reduce: tuple[int, list[FactorizedReduce]] | None = None  # skip_connect at stride 2 (per pair)
     identity: list[int] = field(default_factory=list)  # op indices of skip_connect at stride 1 (per state)
-    pools: list[tuple[int, str, nn.Module]] = field(default_factory=list)  # (k, "max"/"avg", module) per state
+    # (k, "max"/"avg", module) per state
+    pools: list[tuple[int, str, nn.MaxPool2d | nn.AvgPool2d]] = field(default_factory=list)
     rows: list[tuple[int, bool]] = field(default_factory=list)  # (op index, per pair?) in stacking order
     coef_index: Tensor | None = None  # [readers, rows]: position of A_n[m, k] in the flat coefficients
-    cache: dict = field(default_factory=dict)  # coef_index per device
+    cache: dict[torch.device, Tensor] = field(default_factory=dict)  # coef_index per device
 
 
 def fusable(op: nn.Module) -> bool:
@@ -81,7 +83,8 @@ class FusedCell:
     def __init__(self, edges: Sequence[Sequence[Sequence[nn.Module]]]):
         self.nodes = len(edges)
         self.num_ops = len(edges[0][0])
-        offsets, pos = {}, 0
+        offsets: dict[tuple[int, int], int] = {}
+        pos = 0
         for n in range(self.nodes):
             for m in range(n + 2):
                 offsets[n, m] = pos
@@ -93,7 +96,7 @@ class FusedCell:
             pairs = [(n, m) for n in readers for m in states]
             group = _Group(states, readers, pairs)
             for k in range(self.num_ops):
-                ops = [edges[n][m][k] for n, m in pairs]
+                ops: list[Any] = [edges[n][m][k] for n, m in pairs]  # op k is of one kind on every edge
                 first = ops[0]
                 if isinstance(first, SepConv):
                     group.convs.append(_ConvOp(k, [[op[0] for op in ops], [op[1] for op in ops]]))
@@ -110,7 +113,7 @@ class FusedCell:
             per_pair = [op.k for op in group.convs] + ([group.reduce[0]] if group.reduce else [])
             per_state = group.identity + [k for k, _, _ in group.pools]
             group.rows = [(k, True) for k in per_pair] + [(k, False) for k in per_state]
-            index = []
+            index: list[list[int]] = []
             for n in readers:  # W[n, row] = A_n[m, k] when node n reads that row's input, else 0
                 row = []
                 for k, one_per_pair in group.rows:
@@ -126,7 +129,9 @@ class FusedCell:
         """The node outputs for coefficients ``coefs[n]`` = A_n [..., n + 2, K] (leading dim: per example)."""
         flat = torch.cat([a.flatten(-2) for a in coefs], -1)  # [..., sum_n (n + 2) K]
         flat = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], -1)  # position ``size``: 0
-        states, relu, acc = [s0, s1], {}, [None] * self.nodes
+        states: list[Tensor] = [s0, s1]
+        relu: dict[int, Tensor] = {}
+        acc: list[Tensor | None] = [None] * self.nodes
         for g in self.groups:
             outs = self._ops(g, states, relu)  # per row op: [B, P*C, H', W'] or [B, S*C, H', W']
             b, _, h, w = outs[0].shape
@@ -139,14 +144,15 @@ class FusedCell:
             mixed = torch.matmul(weights, y).view(b, len(g.readers), h, w, c)
             for n, part in zip(g.readers, mixed.unbind(1), strict=True):
                 part = part.permute(0, 3, 1, 2)  # [B, C, H, W], channels-last strides
-                acc[n] = part if acc[n] is None else acc[n] + part
-            states.append(acc[len(states) - 2])  # the first reader has all its inputs now
+                prev = acc[n]
+                acc[n] = part if prev is None else prev + part
+            states.append(cast(Tensor, acc[len(states) - 2]))  # the first reader has all its inputs now
         return states[2:]
 
     @staticmethod
     def _index(g: _Group, device: torch.device) -> Tensor:
         if device not in g.cache:
-            g.cache[device] = g.coef_index.to(device)
+            g.cache[device] = cast(Tensor, g.coef_index).to(device)  # set in __init__
         return g.cache[device]
 
     # -- the candidate operations of one group, each as one wide call ------------------------------
@@ -194,12 +200,13 @@ class FusedCell:
         """
         hs = []
         for x, block in zip(xs, blocks, strict=True):
-            dw, pw = block[0][1], block[0][2]
-            w_dw = torch.cat([b[1].weight for b in block]) if pairs > 1 else dw.weight
-            w_pw = torch.cat([b[2].weight for b in block]) if pairs > 1 else pw.weight
+            # a DilConv is Sequential(ReLU, depthwise Conv2d, pointwise Conv2d, BatchNorm2d)
+            dw, pw = cast(nn.Conv2d, block[0][1]), cast(nn.Conv2d, block[0][2])
+            w_dw = torch.cat([cast(nn.Conv2d, b[1]).weight for b in block]) if pairs > 1 else dw.weight
+            w_pw = torch.cat([cast(nn.Conv2d, b[2]).weight for b in block]) if pairs > 1 else pw.weight
             h = F.conv2d(x, w_dw, None, dw.stride, dw.padding, dw.dilation, groups=x.shape[1])
             hs.append(F.conv2d(h, w_pw, None, 1, 0, 1, groups=pairs))
-        eps = blocks[0][0][3].eps
+        eps = cast(nn.BatchNorm2d, blocks[0][0][3]).eps
         if current_groups() == 1 or len(hs) == 1:
             return [batch_norm(h, eps=eps) for h in hs]
         return list(batch_norm(torch.cat(hs, 1), eps=eps).chunk(len(hs), 1))

@@ -13,7 +13,7 @@ All intermediate nodes are concatenated into the cell output, as in DARTS.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class DartsGenotype(Genotype, Drawable):
     def nodes(self, cell_type: str) -> tuple[Node, ...]:
         return self.normal if cell_type == "normal" else self.reduce
 
-    def check(self, nodes: int | None, ops: Sequence[str]) -> None:
+    def check(self, nodes: int | None, ops: Collection[str]) -> None:
         """Raise ``ValueError`` naming the first thing that does not fit a space with ``nodes`` (None: any
         number) and ``ops``."""
         for t in CELL_TYPES:

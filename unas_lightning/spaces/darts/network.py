@@ -9,6 +9,8 @@ concatenated into the cell output (the factorized cell has no pruning step).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -54,7 +56,7 @@ class Cell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for inputs, ops in zip(self.inputs, self.ops, strict=True):
             out = 0
-            for i, op in zip(inputs, ops, strict=True):
+            for i, op in zip(inputs, cast(nn.ModuleList, ops), strict=True):
                 h = op(states[i])
                 if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
                     h = drop_path(h, drop_prob)
@@ -105,13 +107,22 @@ class _DartsNetwork(nn.Module, SupportsDropPath):
 
     aux_pool_stride: int = 3
 
-    def _build_cells(self, genotype, layers, c, c_stem, reduction_prev, num_classes, auxiliary):
+    def _build_cells(
+        self,
+        genotype: DartsGenotype,
+        layers: int,
+        c: int,
+        c_stem: int,
+        reduction_prev: bool,
+        num_classes: int,
+        auxiliary: bool,
+    ) -> None:
         genotype.check(None, tuple(OPS))
         c_pp, c_p, c_curr = c_stem, c_stem, c
         self.cells = nn.ModuleList()
         reductions = reduction_layers(layers)
         self.aux_position = 2 * layers // 3
-        c_aux = None
+        c_aux: int | None = None
         for i in range(layers):
             reduction = i in reductions
             if reduction:
@@ -123,7 +134,8 @@ class _DartsNetwork(nn.Module, SupportsDropPath):
             if i == self.aux_position:
                 c_aux = c_p
         # named ``auxiliary``: ``counting.count_parameters`` leaves it out, as papers do
-        self.auxiliary = AuxiliaryHead(c_aux, num_classes, self.aux_pool_stride) if auxiliary else None
+        # c_aux: set by the cell at aux_position (< layers)
+        self.auxiliary = AuxiliaryHead(cast(int, c_aux), num_classes, self.aux_pool_stride) if auxiliary else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
@@ -186,7 +198,7 @@ class DartsNetworkCIFAR(_DartsNetwork):
         )
         self._build_cells(genotype, layers, channels, c_stem, False, num_classes, auxiliary)
 
-    def stem_forward(self, x):
+    def stem_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s = self.stem(x)
         return s, s
 
@@ -229,6 +241,6 @@ class DartsNetworkImageNet(_DartsNetwork):
         )
         self._build_cells(genotype, layers, c, c, True, num_classes, auxiliary)
 
-    def stem_forward(self, x):
+    def stem_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s0 = self.stem0(x)
         return s0, self.stem1(s0)

@@ -6,7 +6,7 @@ used inside the supernet (DARTS search practice); derived networks use affine on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,9 @@ def _bn(channels: int, affine: bool, track: bool) -> nn.BatchNorm2d:
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv -> BN, the preprocessing of cell inputs."""
 
-    def __init__(self, c_in, c_out, kernel, stride, padding, affine=True, track=True):
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True, track: bool = True
+    ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
@@ -45,7 +47,17 @@ class ReLUConvBN(nn.Sequential):
 class DilConv(nn.Sequential):
     """ReLU -> dilated depthwise conv -> pointwise conv -> BN."""
 
-    def __init__(self, c_in, c_out, kernel, stride, padding, dilation, affine=True, track=True):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool = True,
+        track: bool = True,
+    ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
@@ -57,7 +69,9 @@ class DilConv(nn.Sequential):
 class SepConv(nn.Sequential):
     """Two stacked DilConv blocks with dilation 1 (the DARTS separable convolution)."""
 
-    def __init__(self, c_in, c_out, kernel, stride, padding, affine=True, track=True):
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True, track: bool = True
+    ) -> None:
         super().__init__(
             DilConv(c_in, c_in, kernel, stride, padding, 1, affine, track),
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine, track),
@@ -67,7 +81,7 @@ class SepConv(nn.Sequential):
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two offset strided 1x1 convs (a skip across a reduction)."""
 
-    def __init__(self, c_in, c_out, affine=True, track=True):
+    def __init__(self, c_in: int, c_out: int, affine: bool = True, track: bool = True) -> None:
         super().__init__()
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}.")
@@ -106,7 +120,7 @@ OPS: dict[str, OpFactory] = {
 }
 
 
-def check_ops(ops) -> tuple[str, ...]:
+def check_ops(ops: str | Iterable[str]) -> tuple[str, ...]:
     """Validate a list of operation names (or a preset name) and return it as a tuple."""
     if isinstance(ops, str):
         presets = {"paper": PRIMITIVES, "imagenet": IMAGENET_PRIMITIVES}

@@ -19,7 +19,7 @@ per node; with relaxed rows, all of them (the DARTS mixed operation).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -50,9 +50,12 @@ CellPlan = Sequence[Sequence[Term]] | Dense
 class SearchCell(nn.Module):
     """A factorized cell holding every candidate op on every edge (m -> n)."""
 
-    def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, ops):
+    def __init__(
+        self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, ops: Sequence[str]
+    ) -> None:
         super().__init__()
         self.reduction = reduction
+        self.preprocess0: nn.Module
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(c_pp, c, affine=False, track=False)
         else:
@@ -65,14 +68,15 @@ class SearchCell(nn.Module):
             )
             for n in range(nodes)
         )
-        ops_ok = all(fusable(op) for node in self.edges for edge in node for op in edge)
-        self.fused = FusedCell(self.edges) if ops_ok else None  # holds references, no weights
+        edges = cast(Sequence[Sequence[Sequence[nn.Module]]], self.edges)  # ModuleLists of ModuleLists of ops
+        ops_ok = all(fusable(op) for node in edges for edge in node for op in edge)
+        self.fused = FusedCell(edges) if ops_ok else None  # holds references, no weights
 
     def forward(self, s0: Tensor, s1: Tensor, plan: CellPlan) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         if isinstance(plan, Dense):  # only handed out when every cell has a FusedCell
-            return torch.cat(self.fused(states[0], states[1], plan), dim=1)
-        for node_ops, terms in zip(self.edges, plan, strict=True):
+            return torch.cat(cast(FusedCell, self.fused)(states[0], states[1], plan), dim=1)
+        for node_ops, terms in zip(cast("Sequence[nn.ModuleList]", self.edges), plan, strict=True):
             out = None
             for m, k, coef in terms:
                 y = node_ops[m][k](states[m])
@@ -83,7 +87,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
+class DartsSpace(SearchSpace[DartsGenotype], GroupedForward, ArchitecturePenalty):
     """DARTS-space supernet with factorized normal and reduction cells (Sec. 4.1).
 
     Args:
@@ -239,7 +243,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         s0 = s1 = self.stem(x)
         if self.stem_kind == "imagenet":
             s1 = self.stem1(s0)
-        for cell in self.cells:
+        for cell in cast("Sequence[SearchCell]", self.cells):
             cell_plan = plans["reduce" if cell.reduction else "normal"]
             if self.checkpoint_relaxed and torch.is_grad_enabled() and _relaxed(cell_plan):
                 s0, s1 = s1, _checkpointed(cell, s0, s1, cell_plan)
@@ -251,12 +255,12 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         """The official UNAS code's ``alpha_loss``: for every node of both cell types, how much its two edges
         choose the same input *and* the same operation, (sum_m i_m i'_m) (sum_k o_k o'_k): 1 for a one-hot
         node whose two edges coincide, 0 when they differ; summed over nodes and cell types."""
-        total = 0
+        total: Tensor | int = 0
         for t in CELL_TYPES:
             for n in range(self.nodes):
                 i, o = arch[f"{t}_node{n}_input"], arch[f"{t}_node{n}_op"]
                 total = total + (i[..., 0, :] * i[..., 1, :]).sum(-1) * (o[..., 0, :] * o[..., 1, :]).sum(-1)
-        return total
+        return cast(Tensor, total)  # a tensor: a cell has at least one node
 
     # -- genotypes -----------------------------------------------------------------------------
     def category_names(self, key: str) -> list[str]:
@@ -268,7 +272,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
 
     def genotype(self, arch: Mapping[str, Tensor] | None = None) -> DartsGenotype:
         """Genotype of ``arch`` (default: the most probable architecture, row-wise argmax of phi)."""
-        arch = self.arch if arch is None else arch
+        arch = cast(Mapping[str, Tensor], self.arch) if arch is None else arch
         cells = {}
         for t in CELL_TYPES:
             nodes = []
@@ -283,7 +287,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         """One-hot architecture of a genotype; raises ``ValueError`` if it does not fit this space."""
         self.check_genotype(genotype)
         genotype.check(self.nodes, self.ops)
-        arch = {}
+        arch: Arch = {}
         for t in CELL_TYPES:
             for n, node in enumerate(genotype.nodes(t)):
                 idx_in = torch.tensor(node.inputs)
@@ -302,6 +306,7 @@ class DartsSpace(SearchSpace, GroupedForward, ArchitecturePenalty):
         self.check_genotype(genotype)
         genotype.check(self.nodes, self.ops)
         sizes = (self.in_channels, self.num_classes, self.channels, self.layers)
+        net: nn.Module
         if self.stem_kind == "imagenet":
             net = DartsNetworkImageNet(genotype, *sizes, auxiliary=False)
         else:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from unas_lightning.spaces.genotype import Drawable, Genotype, NetworkOptions
 from unas_lightning.spaces.nb201.ops import NB201_OPS, NONE
@@ -55,7 +55,7 @@ class NB201Genotype(Genotype, Drawable):
 
     ops: tuple[str, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(str(o) for o in self.ops))
         if len(self.ops) != len(EDGES):
             raise ValueError(f"a NAS-Bench-201 genotype has {len(EDGES)} edges, got {len(self.ops)} operations.")
@@ -111,7 +111,7 @@ class NB201Genotype(Genotype, Drawable):
         return cls(ops=tuple(NB201_OPS[int(c)] for c in key))
 
     @classmethod
-    def from_rows(cls, rows) -> NB201Genotype:
+    def from_rows(cls, rows: Tensor) -> NB201Genotype:
         """The cell whose edge e takes the largest entry of ``rows[e]`` ([6, 5]: logits or a one-hot cell)."""
         return cls(ops=tuple(NB201_OPS[j] for j in rows.detach().argmax(-1).tolist()))
 

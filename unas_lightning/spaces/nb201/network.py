@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +21,7 @@ class NB201Cell(nn.Module):
     def __init__(self, genotype: NB201Genotype, channels: int):
         super().__init__()
         self.edges = [(to, frm) for (to, frm), op in zip(EDGES, genotype.ops, strict=True) if op != NONE]
-        self.ops = nn.ModuleList(make_op(op, channels) for op in genotype.ops if op != NONE)
+        self.ops = nn.ModuleList(cast(nn.Module, make_op(op, channels)) for op in genotype.ops if op != NONE)
 
     def forward(self, x: Tensor) -> Tensor:
         nodes: list[Tensor | None] = [x, *([None] * (NODES - 1))]

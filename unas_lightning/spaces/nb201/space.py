@@ -11,6 +11,7 @@ usual weight-sharing practice), which also lets one pass evaluate several archit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -40,12 +41,15 @@ class SearchCell(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.edges = nn.ModuleList(
-            nn.ModuleDict({op: make_op(op, channels, _cell_norm) for op in NB201_OPS if op != NONE}) for _ in EDGES
+            nn.ModuleDict({op: cast(nn.Module, make_op(op, channels, _cell_norm)) for op in NB201_OPS if op != NONE})
+            for _ in EDGES
         )
 
     def forward(self, x: Tensor, terms: Sequence[Sequence[tuple[str, Tensor | None]]]) -> Tensor:
         nodes: list[Tensor | None] = [x, *([None] * (NODES - 1))]
-        for (to, frm), candidates, edge_terms in zip(EDGES, self.edges, terms, strict=True):
+        for (to, frm), candidates, edge_terms in zip(
+            EDGES, cast("Sequence[nn.ModuleDict]", self.edges), terms, strict=True
+        ):
             if nodes[frm] is None:
                 continue
             for op, coef in edge_terms:
@@ -59,7 +63,7 @@ class SearchCell(nn.Module):
         return torch.zeros_like(x) if out is None else out
 
 
-class NB201Space(SearchSpace, GroupedForward):
+class NB201Space(SearchSpace[NB201Genotype], GroupedForward):
     """The NAS-Bench-201 supernet: 3 stages of ``cells_per_stage`` cells sharing one searchable cell.
 
     With one-hot rows only the chosen operation of each edge runs (and nothing for ``none``); relaxed

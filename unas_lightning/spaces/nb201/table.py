@@ -31,6 +31,7 @@ import pickle
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -175,6 +176,20 @@ def cell_of_index(i: int) -> NB201Genotype:
     return NB201Genotype.from_table_key("".join(reversed(digits)))
 
 
+class _Table(Protocol):
+    """What ``TableObjective`` reads of a table: ``NB201Table``, or ``FMNIST201Table`` (``analysis``)."""
+
+    @property
+    def mean_accuracies(self) -> Tensor: ...
+
+    @property
+    def latencies_ms(self) -> Tensor: ...
+
+    def ensure(self, index: Tensor) -> None: ...
+
+    def draw_accuracies(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
+
+
 class TableObjective(ArchLoss):
     """L(z) = 1 - accuracy(z) / 100 from the table: a black-box loss of one-hot cells (no supernet).
 
@@ -196,7 +211,7 @@ class TableObjective(ArchLoss):
 
     def __init__(
         self,
-        table: NB201Table,
+        table: _Table,
         noisy: bool = True,
         generator: torch.Generator | None = None,
         key: str = "cell",

@@ -57,7 +57,7 @@ class ProxylessBackbone:
     feature_mix: int = 1280
     stem_stride: int = 2
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))

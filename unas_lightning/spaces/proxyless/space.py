@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -50,10 +51,10 @@ class SearchLayer(nn.Module):
             out = y if out is None else out + y
         if self.residual:
             return x if out is None else x + out
-        return out
+        return cast(Tensor, out)  # skip is a candidate only where the layer keeps its shape (residual)
 
 
-class ProxylessSpace(SearchSpace):
+class ProxylessSpace(SearchSpace[ProxylessGenotype]):
     """ProxylessNAS MBConv supernet (Sec. 5): one categorical per searchable layer.
 
     With one-hot rows only the chosen block of each layer runs; with relaxed rows the candidates are
@@ -133,7 +134,7 @@ class ProxylessSpace(SearchSpace):
 
     def genotype(self, arch: Mapping[str, Tensor] | None = None) -> ProxylessGenotype:
         """Genotype of ``arch`` (default: the most probable architecture)."""
-        arch = self.arch if arch is None else arch
+        arch = cast(Mapping[str, Tensor], self.arch) if arch is None else arch
         ops = tuple(c[int(arch[layer_key(i)].detach().argmax(-1))] for i, c in enumerate(self.choices))
         return ProxylessGenotype(ops=ops, backbone=self.backbone)
 
@@ -160,8 +161,9 @@ class ProxylessSpace(SearchSpace):
             net.stem = copy.deepcopy(self.stem)
             net.first_block = copy.deepcopy(self.first_block)
             kept = [i for i, op in enumerate(genotype.ops) if op != SKIP]
+            layers = cast("Sequence[SearchLayer]", self.layers)
             for block, i in zip(net.blocks, kept, strict=True):
-                block.block = copy.deepcopy(self.layers[i].candidates[genotype.ops[i]])
+                block.block = copy.deepcopy(layers[i].candidates[genotype.ops[i]])
             net.feature_mix = copy.deepcopy(self.feature_mix)
             net.classifier = copy.deepcopy(self.classifier)
         return net.to(next(self.parameters()).device)
