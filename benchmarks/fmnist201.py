@@ -144,6 +144,7 @@ def build(args) -> Path:
         f"protocol {protocol.__dict__}",
         flush=True,
     )
+    table["planned"] = len(order)  # the sample this build aims at: a table with fewer cells is partial
     if jobs:  # the machine that trains is the one the table records
         table["hardware"] = f"{hardware()}; {args.workers} worker(s) x {args.threads} thread(s)"
     write_json_atomic(out, table)

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import ROOT, benchmark, run_cli_here
 
-from unas_lightning.analysis.fmnist201 import FMNIST201Table, Protocol
+from unas_lightning.analysis.fmnist201 import SHIPPED, FMNIST201Table, Protocol
 from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
 
@@ -57,6 +57,29 @@ def test_the_builder_writes_a_table_that_the_public_api_reads(tiny_table):
     with pytest.raises(KeyError, match="not in the FMNIST-201 table"):
         table.accuracy(outside)
     assert table.accuracy(NB201Genotype.from_table_key("000000")) == 10.0  # disconnected: chance, no training
+
+
+def test_the_shipped_table_records_how_it_was_built_and_reads_like_nas_bench_201():
+    """The table in the package: its protocol, seeds, hardware and date; every cell's two seeds; lookups by
+    arch string, genotype and table key agree. It is built across sessions (resumable): until it holds its
+    planned sample (>= 300 classes) it is a prefix of the build order."""
+    data = json.loads(SHIPPED.read_text())
+    assert data["seeds"] == [0, 1] and data["hardware"] and data["built"] and data["planned"] >= 300
+    table = FMNIST201Table(train_missing=False)
+    assert table.protocol == Protocol.from_dict(data["protocol"]) == Protocol()  # `build` resumes it
+    assert 1 <= len(table) <= data["planned"]
+    for key, record in data["cells"].items():
+        if key not in table.records:  # a cell whose second seed is still to train
+            assert None in record["val_acc"] and record["val_acc"].count(None) < 2
+            continue
+        cell = NB201Genotype.from_arch_str(record["arch"])
+        assert cell.unique_key() == key and table.accuracies(cell) == record["val_acc"]
+        assert table.accuracy(cell) == pytest.approx(sum(record["val_acc"]) / 2)
+        assert float(table.mean_accuracies[int(cell.table_key(), 5)]) == pytest.approx(table.accuracy(cell))
+        assert len(record["test_acc"]) == 2 and record["params"] > 0
+        assert min(record["train_seconds"]) > 0 if cell.connected() else record["val_acc"] == [10.0, 10.0]
+    best, accuracy = table.best()
+    assert best in table and accuracy == max(table.accuracy(c) for c in table.cells())
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ class Protocol:
         eval_examples: validation and test images used (the first of each set; at most 10,000).
     """
 
-    channels: int = 16
+    channels: int = 8
     cells_per_stage: int = 1
     epochs: int = 4
     train_examples: int = 20000
@@ -84,9 +84,9 @@ class Protocol:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    crop_padding: int = 2
-    flip: bool = True
-    image_size: int = 28
+    crop_padding: int = 0
+    flip: bool = False
+    image_size: int = 16
     eval_examples: int = 10000
 
     def __post_init__(self):
