@@ -5,7 +5,8 @@ weights w is good. That choice is only as good as the ranking those evaluations 
 the ranking by stand-alone accuracy (each architecture retrained from scratch). This module measures it:
 
 * :func:`supernet_accuracy`: accuracy of the supernet at one architecture (a genotype), shared weights;
-* :func:`kendall_tau` (tau-b, ties counted) and :func:`spearman_rho` (Pearson on average ranks);
+* :func:`kendall_tau` (tau-b, ties counted) and :func:`spearman_rho` (Pearson on average ranks), the
+  torchmetrics functions with this module's contract (plain floats, NaN for a constant sequence);
 * :func:`rank_agreement`: both correlations for a set of architectures, with the per-architecture
   figures, as a :class:`RankAgreement` (a JSON-ready record).
 
@@ -14,82 +15,57 @@ random; negative, it prefers the worse ones (e.g. a supernet that favours parame
 which train fastest under weight sharing).
 
 Examples:
-    >>> kendall_tau([1, 2, 3, 4], [1, 3, 2, 4])
-    0.6666666666666666
-    >>> spearman_rho([1, 2, 3, 4], [10, 20, 40, 30])
+    >>> round(kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]), 4)  # torchmetrics computes it in float32
+    0.6667
+    >>> round(spearman_rho([1, 2, 3, 4], [10, 20, 40, 30]), 4)
     0.8
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from unas_lightning.spaces.base import SearchSpace
 from unas_lightning.spaces.genotype import Genotype
 
 
-def _check_pair(x: Sequence[float], y: Sequence[float]) -> None:
+def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[Tensor, Tensor] | None:
+    """Both sequences as float64 tensors, or None when one of them is constant (no ranking to compare)."""
     if len(x) != len(y):
         raise ValueError(f"rank correlation needs two sequences of the same length, got {len(x)} and {len(y)}.")
     if len(x) < 2:
         raise ValueError(f"rank correlation needs at least 2 items, got {len(x)}.")
+    tx, ty = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if bool((tx == tx[0]).all()) or bool((ty == ty[0]).all()):
+        return None
+    return tx, ty
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_x)(n0 - ties_y)) over all pairs.
 
-    NaN when one of the sequences is constant.
+    torchmetrics' ``kendall_rank_corrcoef`` (variant b) computes it; NaN when one sequence is constant.
     """
-    _check_pair(x, y)
-    concordant = discordant = ties_x = ties_y = 0
-    n = len(x)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                ties_x += 1
-                ties_y += 1
-            elif dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    pairs = n * (n - 1) // 2
-    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return (concordant - discordant) / denom if denom else float("nan")
-
-
-def _ranks(v: Sequence[float]) -> list[float]:
-    """Ranks 1..n, tied values sharing their average rank."""
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    ranks = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    pair = _pair(x, y)
+    if pair is None:
+        return float("nan")
+    tau = kendall_rank_corrcoef(*pair, variant="b")  # a tuple only when asked for a test (t_test=True)
+    assert isinstance(tau, Tensor)
+    return float(tau)
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the average ranks. NaN when one sequence is constant."""
-    _check_pair(x, y)
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx and vy else float("nan")
+    """Spearman's rho: the Pearson correlation of the average ranks (torchmetrics' ``spearman_corrcoef``).
+
+    NaN when one sequence is constant (torchmetrics would say 0 there, which reads as "no agreement").
+    """
+    pair = _pair(x, y)
+    return float("nan") if pair is None else float(spearman_corrcoef(*pair))
 
 
 @torch.no_grad()
