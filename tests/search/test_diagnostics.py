@@ -93,3 +93,27 @@ def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path):
     variance = [e.value for e in events.Scalars("diag/Reinforce/variance")]
     assert len(snr) == 3  # 3 search steps (epoch 2 of the tiny run), measured every step
     assert all(math.isfinite(v) and v > 0 for v in snr + variance)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_ranking_monitor_without_a_truth_logs_spread_and_stability_on_a_darts_search(tmp_path):
+    """No ground truth: architectures drawn uniformly from the space, the same ones and batches at every
+    evaluation (end of the 1-epoch warm-up, then every epoch), spread and stability in the CSV log."""
+    from unas_lightning.callbacks import RankingMonitor
+
+    L.seed_everything(5)
+    monitor = RankingMonitor(cells=6, batches=2, every_n_epochs=1)
+    module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce(), warmup_epochs=1)
+    trainer = tiny_trainer(tmp_path, epochs=2, logger=CSVLogger(tmp_path), callbacks=[monitor])
+    trainer.fit(module, datamodule=tiny_data())
+    first, second = json.loads(next(tmp_path.rglob("ranking.json")).read_text())["evaluations"]
+    assert [first["epoch"], second["epoch"]] == [1, 2] and first["architectures"] == second["architectures"]
+    assert first["truth"] is None and "kendall_tau" not in first and "stability" not in first
+    assert -1 <= second["stability"] <= 1 and all(0 <= a <= 100 for a in first["supernet"] + second["supernet"])
+    logged = (next(tmp_path.rglob("metrics.csv"))).read_text().splitlines()[0].split(",")
+    assert {"ranking/mean_accuracy", "ranking/accuracy_spread", "ranking/stability"} <= set(logged)
+    with pytest.raises(ValueError, match="truth must be one of"):
+        RankingMonitor(truth="cifar-10")
+    with pytest.raises(ValueError, match="cells must be an integer >= 2"):
+        RankingMonitor(cells=1)

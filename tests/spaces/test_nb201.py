@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import ROOT, benchmark
 
+from unas_lightning.analysis.fmnist201 import FMNIST201Table
 from unas_lightning.costs import Candidate, NB201TableCost
 from unas_lightning.estimators import Reinforce
 from unas_lightning.genotypes import load_genotype
@@ -182,6 +183,14 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
         "--model.init_args.warmup_epochs", "1", "--data.init_args.batch_size", "16",
     ]  # fmt: skip
     UnasCLI(args=search)
+    ranking = json.loads(next((tmp_path / "search").rglob("ranking.json")).read_text())  # RankingMonitor, as shipped
+    (first,) = ranking["evaluations"]  # after the 1-epoch warm-up only
+    assert ranking["truth"] == "fmnist201" and first["epoch"] == 1 and len(first["supernet"]) == len(first["truth"])
+    table = FMNIST201Table(train_missing=False)
+    assert 2 <= len(first["architectures"]) <= 50
+    for arch, truth in zip(first["architectures"], first["truth"], strict=True):
+        assert truth == pytest.approx(table.accuracy(NB201Genotype.from_dict(arch)))
+    assert -1 <= first["kendall_tau"] <= 1 and 0 <= first["top_k_overlap"] <= 10 and first["accuracy_spread"] >= 0
     path = next((tmp_path / "search").rglob("genotype.json"))
     cell = NB201Genotype.from_arch_str(json.loads(path.read_text())["arch"])
     assert load_genotype(path) == cell and cell.table_key() in NB201Table("cifar10").records

@@ -7,6 +7,8 @@ the ranking by stand-alone accuracy (each architecture retrained from scratch). 
 * :func:`supernet_accuracy`: accuracy of the supernet at one architecture (a genotype), shared weights;
 * :func:`kendall_tau` (tau-b, ties counted) and :func:`spearman_rho` (Pearson on average ranks), the
   torchmetrics functions with this module's contract (plain floats, NaN for a constant sequence);
+* :func:`ranking_report`: the figures that matter to a search (tau over all and over the top 20%,
+  top-k overlap);
 * :func:`rank_agreement`: both correlations for a set of architectures, with the per-architecture
   figures, as a :class:`RankAgreement` (a JSON-ready record).
 
@@ -23,6 +25,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -126,3 +129,33 @@ def rank_agreement(supernet: Sequence[float], standalone: Sequence[float]) -> Ra
         kendall_tau=kendall_tau(supernet, standalone),
         spearman_rho=spearman_rho(supernet, standalone),
     )
+
+
+def ranking_report(
+    supernet: Sequence[float], truth: Sequence[float], top_k: int = 10, top_fraction: float = 0.1
+) -> dict[str, float]:
+    """How well supernet accuracies rank architectures whose true (stand-alone) accuracies are known.
+
+    Returns ``kendall_tau`` and ``spearman_rho`` over all of them; ``kendall_tau_top20``, the Kendall tau
+    over the truly best 20% (at least 5), where a search ends; ``top_k_overlap``, how many of the
+    supernet's ``top_k`` best are among the truly best ``top_fraction`` (at least one); and ``cells``.
+
+    Examples:
+        >>> r = ranking_report([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [60, 70, 65, 80, 90, 85], top_k=2, top_fraction=0.34)
+        >>> r["top_k_overlap"], round(r["kendall_tau"], 3)
+        (2.0, 0.733)
+    """
+    if not 0 < top_fraction <= 1 or top_k < 1:
+        raise ValueError(f"ranking_report needs top_k >= 1 and 0 < top_fraction <= 1, got {top_k}, {top_fraction}.")
+    n = len(truth)
+    by_truth = sorted(range(n), key=lambda i: -truth[i])
+    best = by_truth[: max(5, math.ceil(0.2 * n))]
+    truly_best = set(by_truth[: max(1, math.ceil(top_fraction * n))])
+    picked = sorted(range(n), key=lambda i: -supernet[i])[:top_k]
+    return {
+        "cells": float(n),
+        "kendall_tau": kendall_tau(supernet, truth),
+        "spearman_rho": spearman_rho(supernet, truth),
+        "kendall_tau_top20": kendall_tau([supernet[i] for i in best], [truth[i] for i in best]),
+        "top_k_overlap": float(len(truly_best.intersection(picked))),
+    }

@@ -6,6 +6,7 @@ from unas_lightning.callbacks.estimator_diagnostics import EstimatorDiagnostics,
 from unas_lightning.callbacks.genotype_writer import GenotypeWriter
 from unas_lightning.callbacks.graceful_shutdown import GracefulShutdown, RunInterrupted
 from unas_lightning.callbacks.latest_link import LatestRunLink
+from unas_lightning.callbacks.ranking_monitor import RankingMonitor
 
 __all__ = [
     "ArchitectureMonitor",
@@ -14,6 +15,7 @@ __all__ = [
     "GenotypeWriter",
     "GracefulShutdown",
     "LatestRunLink",
+    "RankingMonitor",
     "RunInterrupted",
     "gradient_statistics",
 ]
