@@ -64,3 +64,23 @@ def test_search_quality_quick_runs_end_to_end(tmp_path, fashion_mnist_available)
     assert [line.split("|")[1].strip() for line in table[2:4]] == ["unas_gen", "random"]
     assert any(line.startswith("| discrete | 2 |") for line in table)
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path, capsys):
+    """benchmarks/ranking.py --quick: 2 variants x 2 epochs of 3 w-steps, each evaluated at 8 FMNIST-201 cells."""
+    points = benchmark("ranking").main(["--quick", "--out", str(tmp_path)])
+    assert [(p["variant"], p["steps"]) for p in points] == [
+        ("discrete", 3),
+        ("discrete", 6),
+        ("softmax", 3),
+        ("softmax", 6),
+    ]
+    for p in points:
+        assert p["cells"] == 8 and -1 <= p["kendall_tau"] <= 1 and 0 <= p["top_k_overlap"] <= 1  # top 10% of 8: 1
+        assert 0 < p["minutes"] and 0 <= p["mean_accuracy"] <= 100
+    assert points[1]["minutes"] > points[0]["minutes"]  # training minutes accumulate over the epochs
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["points"] == points and (tmp_path / "ranking.png").stat().st_size > 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("best: ")
