@@ -137,6 +137,25 @@ def test_the_shipped_retrain_config_runs_under_ddp(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_nas_bench_201_search_config_runs_under_ddp_with_its_ranking_monitor(tmp_path):
+    """configs/search/nb201_fmnist.yaml on 2 processes as shipped (progress bar, checkpoints, RankingMonitor
+    against FMNIST-201 on rank 0 alone after the warm-up): it ends, no rank is left, ranking.json has one
+    evaluation and the genotype is written."""
+    args = [
+        "fit", "--config", str(ROOT / "configs/search/nb201_fmnist.yaml"), *DDP, *SMALL,
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "3",
+    ]  # fmt: skip
+    code, left = launch_in_session(args, tmp_path / "nb201.log", 240)
+    text = (tmp_path / "nb201.log").read_text()
+    assert code == 0 and not left, text[-3000:]
+    run = tmp_path / "nb201_fmnist" / "latest"
+    (evaluation,) = json.loads((run / "ranking.json").read_text())["evaluations"]
+    assert evaluation["epoch"] == 2 and -1 <= evaluation["kendall_tau"] <= 1  # the config's 2 warm-up epochs
+    assert text.count("RankingMonitor (epoch 2") == 1 and (run / "genotype.json").is_file()
+
+
+@pytest.mark.slow
 def test_the_quickstart_as_shipped_on_one_process(tmp_path):
     """The README's first command on 512 examples: progress bar, model summary, TensorBoard logger, checkpoints
     and batch limits as configured; the files the README names are written."""
