@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +44,32 @@ def subprocess_env() -> dict[str, str]:
     paths = [str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["MASTER_PORT"] = str(rendezvous_port())  # a DDP child's; unused by a single process
     return env
+
+
+def rendezvous_port() -> int:
+    """A free port for a DDP run's rendezvous, below the kernel's ephemeral range.
+
+    Lightning picks MASTER_PORT by binding port 0 and closing it, and the TCP store binds it again later:
+    two DDP runs starting at once (two suites on one machine) can be handed the same ephemeral port, and
+    the second fails with EADDRINUSE. A random port below the ephemeral range is never handed out by the
+    kernel in between, so concurrent runs collide only by a 1-in-thousands draw.
+    """
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+        return port
 
 
 def benchmark(name: str):

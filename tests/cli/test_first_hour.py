@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -191,6 +192,26 @@ def test_under_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
     assert code == 2, text[-3000:]
     assert not left, f"ranks outlived the launcher: {left}"
     assert "Fashion-MNIST not found in" in text and "Traceback" not in text, text[-3000:]
+
+
+def test_a_rendezvous_port_taken_by_another_run_is_named_not_blamed_on_the_hooks(monkeypatch):
+    """Two DDP runs started at once can be handed the same port (Lightning picks it by binding port 0 and
+    closing it): the line says which port and what to do, not that the ranks were in different collectives."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from unas_lightning.cli.app import collective_failure
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("MASTER_PORT", str(port))
+        with pytest.raises(RuntimeError) as err:
+            next(dist.rendezvous(f"tcp://127.0.0.1:{port}?rank=0&world_size=1", timeout=timedelta(seconds=5)))
+    line = collective_failure(err.value)
+    assert line is not None and f"MASTER_PORT={port} is in use" in line and "different collectives" not in line
 
 
 # -- messages --------------------------------------------------------------------------------------------

@@ -360,10 +360,17 @@ def collective_failure(err: BaseException) -> str | None:
         return None
     where = describe_traceback(err.__traceback__)
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    if "EADDRINUSE" in str(err) or "address already in use" in str(err).lower():
+        return (
+            f"rank {rank}: the DDP rendezvous port MASTER_PORT={os.environ.get('MASTER_PORT', '?')} is in use (another "
+            "DDP run on this machine took it between Lightning's choice and its use): run again, or set MASTER_PORT "
+            "to a free port for each run started at the same time."
+        )
     timed_out = re.search(r"timed? ?out", str(err), re.IGNORECASE) is not None
     what = "did not complete in time (--ddp_timeout)" if timed_out else "failed"
     return (
-        f"rank {os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}: a DDP collective {what} in {where}: "
+        f"rank {rank}: a DDP collective {what} in {where}: "
         f"{text}. The ranks were in different collectives (a hook that runs one on some ranks only: see "
         "docs/contracts.md, DDP-safe hooks) or another rank died."
     )
