@@ -1,16 +1,16 @@
-"""The package type-checks: mypy over ``unas_lightning`` as configured in pyproject.toml (``[tool.mypy]``)."""
+"""The package type-checks: mypy over ``unas_lightning`` as configured in pyproject.toml (``[tool.mypy]``).
+
+mypy starts when the tests are collected (``conftest.pytest_collection_finish``) and runs beside the
+tests before this one; this test waits for it. The settings, the files and the third-party modules
+without stubs come from pyproject.toml; the cache (.mypy_cache, ignored by git) makes a repeated run
+take a few seconds.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import mypy_result
 
 
 def test_mypy_passes():
-    # the files, the strictness and the third-party modules without stubs come from pyproject.toml; the
-    # cache (.mypy_cache, ignored by git) makes a repeated run take about a second
-    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, output = mypy_result()
+    assert code == 0, output
