@@ -44,8 +44,26 @@ def subprocess_env() -> dict[str, str]:
     paths = [str(ROOT / "tests"), str(ROOT / "examples"), str(ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("OMP_NUM_THREADS", "1")
+    for name in RANK_VARIABLES:  # a child unas-cli is always a launcher of its own ranks
+        env.pop(name, None)
     env["MASTER_PORT"] = str(rendezvous_port())  # a DDP child's; unused by a single process
     return env
+
+
+#: what a DDP launcher (torchrun, SLURM, Lightning's own) tells the processes it starts: a unas-cli that
+#: inherits LOCAL_RANK believes someone else starts its ranks, and waits for a rank 1 that never comes
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves ``os.environ`` as it found it. Lightning's DDP launcher writes LOCAL_RANK,
+    NODE_RANK, WORLD_SIZE and MASTER_ADDR/PORT into the process that calls ``Trainer.fit`` and never takes
+    them back: after an in-process DDP test, every DDP test that starts ``unas-cli`` hung in shuffled order."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def rendezvous_port() -> int:

@@ -16,7 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICKSTART, ROOT, TINY_ARGS, launch_in_session, run_cli_here, tiny_args
+from conftest import (
+    QUICKSTART,
+    RANK_VARIABLES,
+    ROOT,
+    TINY_ARGS,
+    launch_in_session,
+    run_cli_here,
+    subprocess_env,
+    tiny_args,
+    tiny_data,
+    tiny_trainer,
+)
 
 QUICK_RETRAIN = ROOT / "configs/retrain/quick_fmnist.yaml"
 PROXYLESS = ROOT / "configs/search/proxyless_imagenet_latency.yaml"
@@ -192,6 +203,24 @@ def test_under_ddp_a_failure_on_rank_0_stops_every_rank(tmp_path):
     assert code == 2, text[-3000:]
     assert not left, f"ranks outlived the launcher: {left}"
     assert "Fashion-MNIST not found in" in text and "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_a_child_unas_cli_never_inherits_the_rank_variables_of_an_in_process_ddp_fit(tmp_path):
+    """An in-process ``Trainer.fit`` under DDP leaves LOCAL_RANK=0 and friends in ``os.environ`` (Lightning's
+    launcher writes them there); a ``unas-cli`` child that inherited them waited for a rank 1 it never
+    started. The children's environment drops them, and every test restores ``os.environ``."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from unas_lightning import SearchModule
+    from unas_lightning.estimators import Reinforce
+    from unas_lightning.spaces import DartsSpace
+
+    trainer = tiny_trainer(tmp_path, epochs=1, devices=1, strategy=DDPStrategy(find_unused_parameters=True))
+    trainer.fit(SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce()), datamodule=tiny_data())
+    leaked = set(RANK_VARIABLES) & set(os.environ)
+    assert "LOCAL_RANK" in leaked  # what Lightning leaves behind (the reason for the two guards)
+    assert not leaked & set(subprocess_env()) and subprocess_env()["MASTER_PORT"].isdigit()
 
 
 def test_a_rendezvous_port_taken_by_another_run_is_named_not_blamed_on_the_hooks(monkeypatch):
