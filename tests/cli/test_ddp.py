@@ -107,7 +107,9 @@ def test_a_collective_on_one_rank_only_fails_within_the_ddp_timeout_naming_the_h
     errors = [line[line.index("unas-cli: error:") :] for line in text.splitlines() if "unas-cli: error:" in line]
     assert errors and all("a DDP collective" in e and "DDP-safe hooks" in e for e in errors), text[-3000:]
     assert any("did not complete in time (--ddp_timeout)" in e for e in errors), errors
-    assert all(re.search(r"\) in [A-Z]\w*\.\w+", e) for e in errors), errors  # "in Class.hook"
+    # every line names its hook: "...(--ddp_timeout) in Class.hook" for the rank that timed out, "failed in
+    # Class.hook" for a rank whose peer left first (which rank times out first depends on the machine's load)
+    assert all(re.search(r"(\)|failed) in [A-Z]\w*\.\w+", e) for e in errors), errors
     assert "Traceback" not in text, text[-3000:]
 
 

@@ -204,6 +204,7 @@ class UnasCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+            _stop_other_ranks(self.trainer, wait=GRACE_SECONDS)  # done: no rank outlives rank 0, even by a moment
         except RunInterrupted:
             _stop_other_ranks(self.trainer, wait=GRACE_SECONDS)  # they stop at the same batch: let them finish
             raise
