@@ -50,14 +50,6 @@ QUICK_PROTOCOL = {"channels": 4, "epochs": 1, "train_examples": 256, "batch_size
 
 
 # -- the sample -------------------------------------------------------------------------------------------
-def unique_cells() -> list[NB201Genotype]:
-    """One cell per isomorphism class (the first in table-key order): 6,466 cells."""
-    seen: dict[str, NB201Genotype] = {}
-    for g in NB201Genotype.all():
-        seen.setdefault(g.unique_key(), g)
-    return list(seen.values())
-
-
 def cifar10_top(n: int) -> list[NB201Genotype]:
     """The ``n`` best classes of the NAS-Bench-201 CIFAR-10 table (mean accuracy), one cell each."""
     from unas_lightning.spaces.nb201.table import NB201Table, cell_of_index
@@ -76,7 +68,7 @@ def sample_order(uniform: int, top: int, seed: int = 0) -> list[tuple[NB201Genot
     """The build order: ``top`` CIFAR-10-best classes interleaved with ``uniform`` uniform draws (no class twice)."""
     import torch
 
-    cells = unique_cells()
+    cells = NB201Genotype.unique()
     perm = torch.randperm(len(cells), generator=torch.Generator().manual_seed(seed)).tolist()
     drawn = [(cells[i], "uniform") for i in perm[:uniform]]
     best = [(g, "cifar10_top") for g in cifar10_top(top)] if top else []
@@ -123,7 +115,7 @@ def build(args) -> Path:
     else:
         table = empty_table(protocol, seeds)
     if args.all:
-        order = [(g, "all") for g in unique_cells()]
+        order = [(g, "all") for g in NB201Genotype.unique()]
     else:
         order = sample_order(2 if args.quick else args.uniform, 0 if args.quick else args.top)
     if args.chunk:
@@ -190,7 +182,7 @@ def parse_overrides(items: list[str]) -> dict:
 # -- reliability ------------------------------------------------------------------------------------------
 def reliability(path: Path) -> dict:
     """Seed-to-seed Kendall tau (all connected cells, top 20%), spread / noise, tau against CIFAR-10."""
-    from unas_lightning.analysis.ranking import kendall_tau
+    from unas_lightning.analysis.ranking import kendall_tau, top_indices
     from unas_lightning.spaces.nb201.table import NB201Table
 
     table = json.loads(Path(path).read_text())
@@ -201,7 +193,7 @@ def reliability(path: Path) -> dict:
     a = [r["val_acc"][0] for r in cells]
     b = [r["val_acc"][1] for r in cells]
     mean = [statistics.fmean(r["val_acc"]) for r in cells]
-    top = sorted(range(len(cells)), key=lambda i: -mean[i])[: max(5, len(cells) // 5)]
+    top = top_indices(mean)  # the top 20% by the seeds' mean, as ranking_report selects by the truth
     noise = statistics.fmean(statistics.stdev(r["val_acc"]) for r in cells)
     cifar = NB201Table("cifar10")
     c10 = [cifar.accuracy(NB201Genotype.from_arch_str(r["arch"])) for r in cells]

@@ -16,6 +16,9 @@ def test_the_15625_cells_fall_into_the_6466_classes_of_nas_bench_201():
     assert len(set(keys)) == 6466
     disconnected = {k for g, k in zip(NB201Genotype.all(), keys, strict=True) if not g.connected()}
     assert all(g.connected() for g, k in zip(NB201Genotype.all(), keys, strict=True) if k not in disconnected)
+    unique = NB201Genotype.unique()  # one representative per class, the first in table-key order
+    assert len(unique) == 6466 and {g.unique_key() for g in unique} == set(keys)
+    assert unique[0] == next(NB201Genotype.all())
 
 
 def test_the_sample_order_mixes_uniform_and_top_cells_without_a_class_twice():

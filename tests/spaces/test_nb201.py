@@ -252,3 +252,21 @@ def test_nb201_benchmark_quick_runs_end_to_end(tmp_path):
     assert set(results["latency"]) >= {"budget_ms", "relax4", "random"}
     assert (tmp_path / "nb201_queries.png").stat().st_size > 0
     assert "| random search |" in (tmp_path / "table.md").read_text()
+
+
+def test_the_ranking_monitor_draws_connected_classes_of_a_nas_bench_201_table_with_their_accuracies(cifar10):
+    """truth="cifar10": distinct isomorphism classes, all connected, the same set for the same seed, each with
+    the table's accuracy; a space the table does not describe stops with the space's message."""
+    from unas_lightning.callbacks import RankingMonitor
+    from unas_lightning.estimators import Reinforce
+    from unas_lightning.search.module import SearchModule
+    from unas_lightning.spaces import DartsSpace
+
+    module = SearchModule(NB201Space(channels=4, cells_per_stage=1), estimator=Reinforce())
+    cells, truths = RankingMonitor(truth="cifar10", cells=40, seed=3)._architectures(module)
+    assert len(cells) == 40 and len({g.unique_key() for g in cells}) == 40 and all(g.connected() for g in cells)
+    assert truths == [pytest.approx(cifar10.accuracy(g)) for g in cells]
+    assert RankingMonitor(truth="cifar10", cells=40, seed=3)._architectures(module)[0] == cells
+    darts = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce())
+    with pytest.raises(ValueError, match="'nb201'-space genotype does not fit a DartsSpace"):
+        RankingMonitor(truth="cifar10", cells=4)._architectures(darts)

@@ -7,6 +7,8 @@ the ranking by stand-alone accuracy (each architecture retrained from scratch). 
 * :func:`supernet_accuracy`: accuracy of the supernet at one architecture (a genotype), shared weights;
 * :func:`kendall_tau` (tau-b, ties counted) and :func:`spearman_rho` (Pearson on average ranks), the
   torchmetrics functions with this module's contract (plain floats, NaN for a constant sequence);
+* :func:`top_indices`: which items are "the top 20%" (at least 5), the one definition every top-20% figure
+  of the project uses;
 * :func:`ranking_report`: the figures that matter to a search (tau over all and over the top 20%,
   top-k overlap);
 * :func:`rank_agreement`: both correlations for a set of architectures, with the per-architecture
@@ -131,6 +133,23 @@ def rank_agreement(supernet: Sequence[float], standalone: Sequence[float]) -> Ra
     )
 
 
+def top_indices(values: Sequence[float], fraction: float = 0.2, minimum: int = 5) -> list[int]:
+    """Indices of the largest ``fraction`` of ``values`` (rounded up, at least ``minimum``), best first.
+
+    The top 20% of a ranking is where a search ends, so its agreement is reported apart: the supernet
+    against the ground truth (:func:`ranking_report`) and one training seed against another (the
+    FMNIST-201 table's reliability) both select their top cells with this function.
+
+    Examples:
+        >>> top_indices([3, 9, 1, 7, 5, 8, 2, 6, 4, 0], fraction=0.2, minimum=1)
+        [1, 5]
+    """
+    if not 0 < fraction <= 1 or minimum < 1:
+        raise ValueError(f"top_indices needs 0 < fraction <= 1 and minimum >= 1, got {fraction}, {minimum}.")
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    return order[: max(minimum, math.ceil(fraction * len(values)))]
+
+
 def ranking_report(
     supernet: Sequence[float], truth: Sequence[float], top_k: int = 10, top_fraction: float = 0.1
 ) -> dict[str, float]:
@@ -148,9 +167,8 @@ def ranking_report(
     if not 0 < top_fraction <= 1 or top_k < 1:
         raise ValueError(f"ranking_report needs top_k >= 1 and 0 < top_fraction <= 1, got {top_k}, {top_fraction}.")
     n = len(truth)
-    by_truth = sorted(range(n), key=lambda i: -truth[i])
-    best = by_truth[: max(5, math.ceil(0.2 * n))]
-    truly_best = set(by_truth[: max(1, math.ceil(top_fraction * n))])
+    best = top_indices(truth)
+    truly_best = set(top_indices(truth, top_fraction, minimum=1))
     picked = sorted(range(n), key=lambda i: -supernet[i])[:top_k]
     return {
         "cells": float(n),

@@ -141,18 +141,13 @@ class RankingMonitor(L.Callback):
 
     def _from_table(self, generator: torch.Generator) -> tuple[list[Genotype], list[float]]:
         from unas_lightning.search.tabular import FMNIST201, open_table
-        from unas_lightning.spaces.nb201.table import cell_of_index
+        from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
         table = open_table(cast(str, self.truth))
         if self.truth == FMNIST201:
             pool = [g for g in table.cells() if g.connected()]  # type: ignore[union-attr]  # FMNIST201Table
-        else:  # every cell of the benchmark: one per isomorphism class
-            seen, pool = set(), []
-            for i in torch.randperm(15625, generator=generator)[: 4 * self.cells].tolist():
-                g = cell_of_index(i)
-                if g.connected() and g.unique_key() not in seen:
-                    seen.add(g.unique_key())
-                    pool.append(g)
+        else:  # every cell of the benchmark, one per isomorphism class, each class equally likely
+            pool = [g for g in NB201Genotype.unique() if g.connected()]
         if len(pool) < 2:
             raise ValueError(f"RankingMonitor: the {self.truth} table holds {len(pool)} connected cells; it needs 2.")
         order = torch.randperm(len(pool), generator=generator)[: self.cells].tolist()

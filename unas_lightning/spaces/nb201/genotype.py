@@ -121,6 +121,18 @@ class NB201Genotype(Genotype, Drawable):
         for ops in itertools.product(NB201_OPS, repeat=len(EDGES)):
             yield cls(ops=ops)
 
+    @classmethod
+    def unique(cls) -> list[NB201Genotype]:
+        """One cell per isomorphism class (:meth:`unique_key`), the first in table-key order: 6,466 cells.
+
+        Sampling from this list draws classes uniformly, as the FMNIST-201 sample and the
+        ``RankingMonitor`` do; sampling from :meth:`all` would favour the classes with many members.
+        """
+        seen: dict[str, NB201Genotype] = {}
+        for g in cls.all():
+            seen.setdefault(g.unique_key(), g)
+        return list(seen.values())
+
     def unique_key(self) -> str:
         """The cell's isomorphism class, as NAS-Bench-201 defines it (its ``to_unique_str(consider_zero=True)``).
 
