@@ -9,6 +9,8 @@ import torch
 
 from unas_lightning.distributions import ArchDistribution, check_temperature
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # tiny tensors: see conftest
+
 EULER_GAMMA = 0.5772156649015329
 
 

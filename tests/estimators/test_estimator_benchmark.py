@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import benchmark, markdown_table
 
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # tiny tensors: see conftest
+
 UNBIASED = ("Reinforce", "RLOO", "Rebar", "Relax", "IndeCateR")
 
 
