@@ -229,14 +229,34 @@ def tiny_data():
     return FashionMNISTDataModule(batch_size=16, max_train_examples=256)
 
 
+# -- pytest-xdist: the cores shared out --------------------------------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n auto`` in pyproject.toml) each worker gets its share of the cores, for its
+    own torch and for every process it starts (``OMP_NUM_THREADS``, inherited by a child ``unas-cli`` and
+    its DDP ranks). Torch's default of one thread per core in every worker oversubscribes the machine, and
+    OpenMP threads that spin waiting for a busy core made tests of 2 s take 25-30 s."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 1:
+        return
+    import torch
+
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
 # -- the type check, started early ----------------------------------------------------------------------
 _MYPY: tuple[subprocess.Popen, Path] | None = None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the type check is among the tests to run, start mypy now, in the background: it runs beside
-    the tests before it on the second core instead of adding half a minute at its turn."""
+    the tests before it on the second core instead of adding half a minute at its turn. Under pytest-xdist
+    every worker collects every test, so none starts it early: the test runs it at its turn on one worker
+    while the others go on."""
     global _MYPY
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.nodeid.endswith("test_types.py::test_mypy_passes") for item in session.items):
         _MYPY = start_mypy()
 
