@@ -62,6 +62,36 @@ def test_the_builder_writes_a_table_that_the_public_api_reads(tiny_table):
     assert table.accuracy(NB201Genotype.from_table_key("000000")) == 10.0  # disconnected: chance, no training
 
 
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_the_ground_truth_report_ranks_a_found_cell_in_the_table_and_trains_one_outside_it(tiny_table, tmp_path):
+    """GroundTruthReport: a cell of the table is ranked among the table's cells; one outside the sample is
+    trained with the table's protocol (the tiny one here), cached in the run folder, then ranked; without
+    train_missing it is reported as missing. A DARTS genotype is refused with a message naming the space."""
+    from unas_lightning.callbacks import GroundTruthReport
+    from unas_lightning.callbacks.ground_truth import describe
+    from unas_lightning.genotypes import load_genotype
+
+    table = FMNIST201Table(tiny_table, train_missing=False)
+    inside = max(table.cells(), key=table.test_accuracy)
+    report = GroundTruthReport(table_path=str(tiny_table)).judge(inside, tmp_path)
+    assert report["accuracy"] == report["table_best"] == pytest.approx(table.test_accuracy(inside))
+    assert report["regret"] == 0 and report["percentile"] == 50.0 and report["measure"] == "test"  # 1 of 2 below
+    assert report["val_accuracy"] == pytest.approx(table.accuracy(inside)) and report["table_cells"] == 2
+    assert "percentile:      50.0 of 2 cells" in describe(report)
+
+    outside = next(g for g in NB201Genotype.all() if g.connected() and g not in table)
+    missing = GroundTruthReport(train_missing=False, table_path=str(tiny_table)).judge(outside, tmp_path)
+    assert missing["missing"] and "not in the table" in describe(missing)
+    trained = GroundTruthReport(table_path=str(tiny_table)).judge(outside, tmp_path)
+    assert 0 <= trained["percentile"] <= 100 and trained["table_cells"] == 2  # ranked among the sample
+    cached = FMNIST201Table(tiny_table, cache_dir=tmp_path, train_missing=False)
+    assert trained["accuracy"] == pytest.approx(cached.test_accuracy(outside))
+    with pytest.raises(ValueError, match="judges NAS-Bench-201 cells, got a 'darts'-space genotype"):
+        GroundTruthReport(table_path=str(tiny_table)).judge(load_genotype("DARTS_V2"), tmp_path)
+    with pytest.raises(ValueError, match="truth must be one of"):
+        GroundTruthReport("fashion-mnist")
+
+
 def test_the_shipped_table_records_how_it_was_built_and_reads_like_nas_bench_201():
     """The table in the package: its protocol, seeds, hardware and date; every cell's two seeds; lookups by
     arch string, genotype and table key agree. It is built across sessions (resumable): until it holds its
