@@ -48,9 +48,32 @@ def test_supernet_accuracy_is_the_one_hot_supernets_accuracy_and_keeps_the_mode(
 
 
 @pytest.mark.slow
-def test_search_quality_quick_runs_end_to_end(tmp_path, fashion_mnist_available):
-    """The benchmark's smoke mode through the public CLI: the table's shape, not its numbers."""
-    search_quality = benchmark("search_quality")
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_path, capsys):
+    """benchmarks/search_quality.py --quick: a UNAS search and RSPS through the public CLI, random search at the
+    search's compute from FMNIST-201; one record per run in runs.jsonl, the table's shape (not its numbers);
+    a second call finds every run done and trains nothing."""
+    bench = benchmark("search_quality")
+    runs = bench.main(["--quick", "--out", str(tmp_path)])
+    assert [(r["method"], r["seed"]) for r in runs] == [("unas_gen", 0), ("rsps", 0), ("random_equal", 0)]
+    for r in runs:  # --quick judges only cells in the table (no training): the others are "not judged"
+        assert r["missing"] or (0 <= r["percentile"] <= 100 and r["regret"] >= 0)
+        assert 10 <= r["cifar10"] <= 100 and r["search_s"] > 0 and r["collapsed"] in (True, False)
+    assert not runs[2]["missing"] and runs[2]["cells_trained"] >= 1  # random search draws from the table
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[0].startswith("| method | seeds | test acc % (mean ± std) | every seed | percentile |")
+    assert [line.split("|")[1].strip() for line in table[2:5]] == ["unas_gen", "rsps", "random_equal"]
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == runs  # resumed: nothing run twice
+    assert bench.permutation_p([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 0.05
+
+
+@pytest.mark.slow
+def test_search_quality_in_the_darts_space_quick_runs_end_to_end(tmp_path, fashion_mnist_available):
+    """The DARTS-space benchmark's smoke mode through the public CLI: the table's shape, not its numbers."""
+    search_quality = benchmark("search_quality_darts")
     search_quality.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["methods"]) == ["unas_gen", "random"]
