@@ -208,8 +208,12 @@ class UnasCLI(LightningCLI):
         except RunInterrupted:
             _stop_other_ranks(self.trainer, wait=GRACE_SECONDS)  # they stop at the same batch: let them finish
             raise
-        except BaseException:
-            _stop_other_ranks(self.trainer)
+        except BaseException as err:
+            # a collective that failed on rank 0 usually means another rank left it first (its own collective
+            # timed out): give the others the grace to end and print their reason, the hook they waited in,
+            # before they are stopped; on any other error they are stopped at once
+            failed_collective = isinstance(err, RuntimeError) and collective_failure(err) is not None
+            _stop_other_ranks(self.trainer, wait=GRACE_SECONDS if failed_collective else 0.0)
             raise
 
 
