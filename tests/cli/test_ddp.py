@@ -177,6 +177,7 @@ def test_the_quickstart_as_shipped_on_one_process(tmp_path):
     text = (tmp_path / "search.log").read_text()
     assert code == 0 and not left, text[-3000:]
     assert "Epoch 3: 100%" in text and "Total params" in text, "no progress bar or no model summary"
+    assert "manual optimization" not in text, "Lightning's ModelCheckpoint warning (with its code example) is back"
     run = tmp_path / "quickstart" / "latest"
     for name in ("genotype.json", "genotypes.jsonl", "summary.json", "config.yaml", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name

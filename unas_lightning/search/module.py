@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -30,6 +31,11 @@ from unas_lightning.spaces.base import ArchitecturePenalty, SearchSpace
 from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.utils import seeding
 from unas_lightning.utils.nonfinite import NonFiniteGuard
+
+# Lightning warns (with a code example, on every search) that ModelCheckpoint(every_n_train_steps) under manual
+# optimization saves the state after the optimizer step: that is the state a SearchModule resumes from, with the
+# loops' positions, bit-exactly (tests/search/test_resume.py), so the warning has nothing for its users.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 #: a search step's data: ``{"train": (x, y), "val": (x, y)}``
 Batch = Mapping[str, tuple[Tensor, Tensor]]
