@@ -99,11 +99,10 @@ def _cli(args: list[str]) -> Any:
 def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One search through the CLI: the derived cell (or, for ``rsps``, the supernet's pick) and its wall time."""
     name = f"{method}_{seed}"
-    budget = [] if args.budget is None else args.budget
     t0 = time.perf_counter()
     cli = _cli(
         [
-            "fit", "--config", str(CONFIG), *budget, *METHODS[method][1], "--seed_everything", str(seed),
+            "fit", "--config", str(CONFIG), *args.budget, *METHODS[method][1], "--seed_everything", str(seed),
             "--trainer.default_root_dir", str(out / "runs" / name), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
             "--trainer.callbacks.init_args.train_missing", "false",  # judged below, outside the search's time
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--report-only", action="store_true", help="only the tables of the runs in --out")
     parser.add_argument("--quick", action="store_true", help="a smoke run: unas_gen, rsps, random_equal, 1 seed")
     args = parser.parse_args(argv)
-    args.budget = None
+    args.budget = []  # the config's own budget; --quick shrinks it
     if args.quick:
         args.methods, args.seeds, args.rsps_cells, args.no_training = f"unas_gen,rsps,{BASELINE}", 1, 4, True
         args.budget = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",

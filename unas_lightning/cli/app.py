@@ -212,8 +212,7 @@ class UnasCLI(LightningCLI):
             # a collective that failed on rank 0 usually means another rank left it first (its own collective
             # timed out): give the others the grace to end and print their reason, the hook they waited in,
             # before they are stopped; on any other error they are stopped at once
-            failed_collective = isinstance(err, RuntimeError) and collective_failure(err) is not None
-            _stop_other_ranks(self.trainer, wait=GRACE_SECONDS if failed_collective else 0.0)
+            _stop_other_ranks(self.trainer, wait=GRACE_SECONDS if collective_failure(err) is not None else 0.0)
             raise
 
 
