@@ -20,6 +20,7 @@ Variants (each a setting the literature says matters; the default is ``discrete`
   own recipe);
 * ``wide``: ``discrete`` at width C=16 instead of 8.
 
+An interrupted run resumes: variants already in ``--out``/results.json with the same settings are kept.
 Writes ``results.json``, ``table.md`` and ``ranking.png`` (tau against training minutes, one curve per
 variant) to ``--out`` and prints the table; the last line reads ``best: VARIANT tau=X.XXX``.
 """
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +44,23 @@ sys.path.insert(0, str(ROOT))
 #: published Kendall tau of weight-sharing supernets on NAS-Bench-201 (CIFAR-10), for the table's caption
 PUBLISHED = "one-shot supernets about 0.5-0.6, few-shot supernets about 0.6-0.7 (Zhao et al. 2021)"
 
+#: each variant: SearchModule / NB201Space settings, and its cost per w update relative to one path
+#: ("cost": the variant runs steps-per-epoch / cost updates per epoch, so every variant gets about the same time)
 VARIANTS: dict[str, dict[str, Any]] = {
     "discrete": {},
-    "relaxed": {"w_step_arch": "relaxed"},
-    "softmax": {"w_step_arch": "softmax"},
     "sgd": {"optimizer": "sgd"},
-    "wide": {"channels": 16},
+    "fair": {"warmup_w_step_arch": "fair", "cost": 4},
+    "path_dropout": {"warmup_w_step_arch": "path_dropout", "cost": 3},
+    "affine": {"cell_affine": True},
+    "relaxed": {"w_step_arch": "relaxed", "cost": 4},
+    "softmax": {"w_step_arch": "softmax", "cost": 4},
+    "wide": {"channels": 16, "cost": 2},
+    "long": {"steps_scale": 3},
+    "few_shot": {},  # train_few_shot: discrete on half the budget, then 5 sub-supernets split on one edge
 }
 
 
-def train_supernet(variant: str, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+def train_supernet(variant: str, args: argparse.Namespace, out: Path, epochs: int | None = None) -> Supernet:
     """One supernet of ``variant``: its ranking figures after every epoch, with the training minutes."""
     import torch
     from lightning.pytorch.loggers import CSVLogger
@@ -67,17 +77,28 @@ def train_supernet(variant: str, args: argparse.Namespace, out: Path) -> list[di
             return torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
         return torch.optim.Adam(params, lr=3e-3)
 
-    space = NB201Space(in_channels=1, num_classes=10, channels=settings.get("channels", 8), cells_per_stage=1)
-    module = SearchModule(
-        space, w_step_arch=settings.get("w_step_arch", "discrete"), warmup_epochs=args.epochs, w_optimizer=optimizer
+    space = NB201Space(
+        in_channels=1,
+        num_classes=10,
+        channels=settings.get("channels", 8),
+        cells_per_stage=1,
+        cell_affine=settings.get("cell_affine", False),
     )
-    data = FashionMNISTDataModule(split="search", batch_size=args.batch_size)
+    module = SearchModule(
+        space,
+        w_step_arch=settings.get("w_step_arch", "discrete"),
+        warmup_w_step_arch=settings.get("warmup_w_step_arch"),
+        warmup_epochs=epochs or args.epochs,
+        w_optimizer=optimizer,
+    )
+    data = FashionMNISTDataModule(split="search", batch_size=args.batch_size, image_size=args.image_size)
     clock = TrainingClock()
     monitor = RankingMonitor(truth="fmnist201", cells=args.cells, batches=args.eval_batches, every_n_epochs=1)
+    steps = max(1, round(args.steps_per_epoch * settings.get("steps_scale", 1) / settings.get("cost", 1)))
     trainer = L.Trainer(
         accelerator="cpu",
-        max_epochs=args.epochs,
-        limit_train_batches=args.steps_per_epoch,
+        max_epochs=epochs or args.epochs,
+        limit_train_batches=steps,
         limit_val_batches=0,
         logger=CSVLogger(out, name=variant),
         callbacks=[clock, monitor],  # the clock's epoch end runs before the monitor's evaluation
@@ -91,8 +112,63 @@ def train_supernet(variant: str, args: argparse.Namespace, out: Path) -> list[di
         figures = {k: record[k] for k in ("kendall_tau", "kendall_tau_top20", "spearman_rho", "top_k_overlap")}
         points.append(
             {"variant": variant, "steps": record["step"], "minutes": minutes, "cells": len(record["supernet"]),
-             "mean_accuracy": record["mean_accuracy"], **figures}
+             "mean_accuracy": record["mean_accuracy"], "spread": record["accuracy_spread"], **figures}
         )  # fmt: skip
+        print(f"{variant}: {points[-1]}", flush=True)
+    return Supernet(points, module, monitor, trainer, clock.seconds)
+
+
+@dataclass
+class Supernet:
+    """A trained supernet with what measured it."""
+
+    points: list[dict[str, Any]]
+    module: Any  # SearchModule
+    monitor: Any  # RankingMonitor (its architectures and evaluation batches)
+    trainer: L.Trainer
+    seconds: float  # training time, evaluations excluded
+
+
+def train_few_shot(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """``few_shot`` (Zhao et al. 2021): a one-shot supernet on half the budget, split on one edge into 5.
+
+    The one-shot supernet (``discrete``) trains for half the epochs (its figures are the curve's first
+    points); ``split_supernet`` then copies it once per operation of edge ``--split-row``, each copy
+    trains that operation only on that edge for an equal share of the other half (fresh Adam, lr 1e-3,
+    cosine), and every cell is evaluated by the copy of its operation: the same total number of w
+    updates as ``discrete``.
+    """
+    import torch
+
+    from unas_lightning import SearchModule
+    from unas_lightning.analysis.ranking import ranking_report, supernet_accuracy
+    from unas_lightning.search.few_shot import pick, split_supernet
+
+    half = max(1, args.epochs // 2)
+    base = train_supernet("discrete", args, out, epochs=half)
+    points = [{**p, "variant": "few_shot"} for p in base.points]
+    subs = split_supernet(base.module.space, "cell", args.split_row)
+    steps = max(1, round(args.steps_per_epoch * (args.epochs - half) / len(subs)))
+    seconds = base.seconds
+    for sub in subs:
+        module = SearchModule(sub, warmup_epochs=1, w_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+        trainer = L.Trainer(
+            accelerator="cpu", max_epochs=1, limit_train_batches=steps, limit_val_batches=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        start = time.monotonic()
+        trainer.fit(module, datamodule=base.trainer.datamodule)
+        seconds += time.monotonic() - start
+    genotypes, truths = base.monitor.architectures(base.module)
+    data = base.monitor.evaluation_data(base.trainer)
+    accuracies = [100 * supernet_accuracy(pick(subs, g, "cell", args.split_row), g, data) for g in genotypes]
+    report = ranking_report(accuracies, truths)
+    points.append(
+        {"variant": "few_shot", "steps": base.points[-1]["steps"] + len(subs) * steps, "minutes": seconds / 60,
+         "cells": len(accuracies), "mean_accuracy": sum(accuracies) / len(accuracies),
+         "spread": statistics.pstdev(accuracies), **{k: v for k, v in report.items() if k != "cells"}}
+    )  # fmt: skip
+    print(f"few_shot: {points[-1]}", flush=True)
     return points
 
 
@@ -109,6 +185,17 @@ class TrainingClock(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.seconds += time.monotonic() - self.start
         self.minutes.append(self.seconds / 60)
+
+
+def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The points of an earlier run in the same folder with the same settings (other variants aside)."""
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    same = {k: v for k, v in earlier["settings"].items() if k != "variants"} == {
+        k: v for k, v in settings.items() if k != "variants"
+    }
+    return list(earlier["points"]) if same else []
 
 
 def table(points: list[dict[str, Any]]) -> str:
@@ -149,27 +236,39 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
-    parser.add_argument("--epochs", type=int, default=6, help="budgets: one evaluation after every epoch")
-    parser.add_argument("--steps-per-epoch", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=4, help="budgets: one evaluation after every epoch")
+    parser.add_argument("--steps-per-epoch", type=int, default=3000, help="w updates of one path per epoch")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=16, help="pixels a side (FMNIST-201 trained at 16)")
     parser.add_argument("--cells", type=int, default=1000, help="cells of the table evaluated (at most all)")
-    parser.add_argument("--eval-batches", type=int, default=4)
+    parser.add_argument("--eval-batches", type=int, default=32, help="search-val batches per cell")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-row", type=int, default=0, help="few_shot: the edge split on (genotype.EDGES)")
     parser.add_argument("--out", default="runs/ranking")
     parser.add_argument("--quick", action="store_true", help="2 variants, 2 epochs of 3 steps, 8 cells")
     args = parser.parse_args(argv)
     if args.quick:
-        args.variants, args.epochs, args.steps_per_epoch, args.cells, args.eval_batches = "discrete,softmax", 2, 3, 8, 1
+        args.variants, args.epochs, args.steps_per_epoch, args.cells, args.eval_batches = (
+            "discrete,fair,few_shot",
+            2,
+            8,
+            8,
+            1,
+        )
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start, points = time.monotonic(), []
+    start, points = time.monotonic(), resumed(out / "results.json", vars(args))
     for variant in variants:
-        points += train_supernet(variant, args, out)
+        if any(p["variant"] == variant for p in points):
+            print(f"{variant}: done in an earlier run with the same settings ({out / 'results.json'})")
+            continue
+        points += train_few_shot(args, out) if variant == "few_shot" else train_supernet(variant, args, out).points
         (out / "results.json").write_text(json.dumps({"settings": vars(args), "points": points}, indent=1))
+    points = [p for p in points if p["variant"] in variants]
     text = table(points)
     (out / "table.md").write_text(text + "\n")
     plot(points, out / "ranking.png")

@@ -74,12 +74,26 @@ METHODS: dict[str, tuple[str, list[str]]] = {
             "softmax",
         ],
     ),
+    "darts2": (
+        "DARTS, second order (xi = the w learning rate)",
+        [
+            EST,
+            "unas_lightning.estimators.DartsSecondOrder",
+            f"{EST}.init_args.xi",
+            "0.003",
+            "--model.init_args.objective",
+            "val",
+            "--model.init_args.w_step_arch",
+            "softmax",
+        ],
+    ),
     "rsps": ("random sampling with parameter sharing", ["--model.init_args.warmup_epochs", "1000"]),
 }
 BASELINE = "random_equal"
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
-    ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "snas"),
+    ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
+    ("unas_gen", "snas"),
     ("unas_gen", "rsps"), ("unas_gen", BASELINE),
 ]  # fmt: skip
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}

@@ -270,10 +270,10 @@ def test_the_ranking_monitor_draws_connected_classes_of_a_nas_bench_201_table_wi
     from unas_lightning.spaces import DartsSpace
 
     module = SearchModule(NB201Space(channels=4, cells_per_stage=1), estimator=Reinforce())
-    cells, truths = RankingMonitor(truth="cifar10", cells=40, seed=3)._architectures(module)
+    cells, truths = RankingMonitor(truth="cifar10", cells=40, seed=3).architectures(module)
     assert len(cells) == 40 and len({g.unique_key() for g in cells}) == 40 and all(g.connected() for g in cells)
     assert truths == [pytest.approx(cifar10.accuracy(g)) for g in cells]
-    assert RankingMonitor(truth="cifar10", cells=40, seed=3)._architectures(module)[0] == cells
+    assert RankingMonitor(truth="cifar10", cells=40, seed=3).architectures(module)[0] == cells
     darts = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce())
     with pytest.raises(ValueError, match="'nb201'-space genotype does not fit a DartsSpace"):
-        RankingMonitor(truth="cifar10", cells=4)._architectures(darts)
+        RankingMonitor(truth="cifar10", cells=4).architectures(darts)

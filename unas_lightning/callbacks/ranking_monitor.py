@@ -111,8 +111,8 @@ class RankingMonitor(L.Callback):
     # -- the parts ------------------------------------------------------------------------------------
     def evaluate(self, module: SearchModule, trainer: L.Trainer) -> dict[str, Any]:
         """Supernet accuracies at the fixed architectures and the figures they give."""
-        genotypes, truths = self._architectures(module)
-        data = self._batches(trainer)
+        genotypes, truths = self.architectures(module)
+        data = self.evaluation_data(trainer)
         accuracies = [100 * supernet_accuracy(module.space, g, data) for g in genotypes]
         record: dict[str, Any] = {
             "mean_accuracy": statistics.fmean(accuracies),
@@ -126,7 +126,8 @@ class RankingMonitor(L.Callback):
         record.update(architectures=[g.to_dict() for g in genotypes], supernet=accuracies, truth=truths)
         return record
 
-    def _architectures(self, module: SearchModule) -> tuple[list[Genotype], list[float] | None]:
+    def architectures(self, module: SearchModule) -> tuple[list[Genotype], list[float] | None]:
+        """The fixed architectures (drawn once, by ``seed``) and their true accuracies (None without a truth)."""
         if self._genotypes is None:
             generator = torch.Generator().manual_seed(self.seed)
             if self.truth is None:
@@ -154,7 +155,7 @@ class RankingMonitor(L.Callback):
         genotypes = [pool[i] for i in order]
         return list(genotypes), [float(table.accuracy(g)) for g in genotypes]
 
-    def _batches(self, trainer: L.Trainer) -> list[tuple[Tensor, Tensor]]:
+    def evaluation_data(self, trainer: L.Trainer) -> list[tuple[Tensor, Tensor]]:
         """The first ``batches`` search-val batches, kept on the CPU: the same data at every evaluation."""
         if self._data is None:
             datamodule = getattr(trainer, "datamodule", None)

@@ -11,6 +11,7 @@ g: ``LinearControl``, public through this package). ``relaxation.py`` holds the 
 | class | gradient | unbiased | evaluations of loss_fn per step |
 |---|---|---|---|
 | ``Softmax`` | DARTS relaxation softmax(phi) | no | 1 relaxed |
+| ``DartsSecondOrder`` | DARTS through a virtual w-step (finite-difference Hessian) | no | 4 relaxed, with w |
 | ``GumbelSoftmax`` | SNAS reparameterized relaxed sample | no | 1 relaxed |
 | ``Reinforce`` | score function, EMA baseline (Eq. 1/2) | yes | 1 discrete |
 | ``Reinforce(num_samples=k)`` | RLOO: k samples, leave-one-out baselines | yes | k discrete |
@@ -30,6 +31,7 @@ loss_fn returning [B]) each evaluation covers all B examples at once.
 
 from unas_lightning.estimators._relax_control import LinearControl
 from unas_lightning.estimators.base import BlackBox, Estimator, EstimatorOutput, LossFn
+from unas_lightning.estimators.darts_second_order import DartsSecondOrder
 from unas_lightning.estimators.gumbel_softmax import GumbelSoftmax
 from unas_lightning.estimators.indecater import IndeCateR
 from unas_lightning.estimators.rebar import Rebar
@@ -43,6 +45,7 @@ from unas_lightning.estimators.unordered_set import UnorderedSet
 
 __all__ = [
     "BlackBox",
+    "DartsSecondOrder",
     "Estimator",
     "EstimatorOutput",
     "GumbelSoftmax",

@@ -85,6 +85,9 @@ class SearchModule(L.LightningModule):
         w_step_arch: the w-step's architecture (``w_step.py``): ``"discrete"`` (one-hot z ~ p_phi),
             ``"relaxed"`` (Gumbel-softmax zeta at temperature 1; ``RelaxedSample(temperature)`` for
             another), ``"softmax"`` (the DARTS mixture), or any ``WStepArch``.
+        warmup_w_step_arch: the w-step's architecture during the warm-up (None: ``w_step_arch``); choices
+            that ignore phi train the supernet for ranking before the search starts: ``"fair"`` (FairNAS's
+            strict fairness: every operation of every edge once per update) or ``"path_dropout"``.
         w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
         phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
@@ -132,6 +135,7 @@ class SearchModule(L.LightningModule):
         warmup_epochs: int = 0,
         arch_samples: Literal["batch", "example"] = "batch",
         w_step_arch: WStepArch | Literal["discrete", "relaxed", "softmax"] = "discrete",
+        warmup_w_step_arch: WStepArch | Literal["discrete", "relaxed", "softmax", "fair", "path_dropout"] | None = None,
         w_optimizer: OptimizerCallable | None = None,
         phi_optimizer: OptimizerCallable | None = None,
         w_scheduler: LRSchedulerCallable | None = None,
@@ -157,6 +161,9 @@ class SearchModule(L.LightningModule):
         self.gen_gap = objectives.check_gap(gen_gap)
         self.warmup_epochs, self.arch_samples = warmup_epochs, arch_samples
         self.w_step_arch = resolve_w_step_arch(w_step_arch)
+        self.warmup_w_step_arch = (
+            self.w_step_arch if warmup_w_step_arch is None else resolve_w_step_arch(warmup_w_step_arch)
+        )
         self.w_optimizer, self.phi_optimizer = w_optimizer, phi_optimizer
         self.w_scheduler, self.phi_scheduler = w_scheduler, phi_scheduler
         self.w_grad_clip = w_grad_clip
@@ -306,21 +313,26 @@ class SearchModule(L.LightningModule):
     def w_step(self, batch: Batch) -> Tensor:
         """One w update on the search-train batch at the w-step's architecture (Eq. 7)."""
         x, y = batch["train"]
-        arch = self.w_step_arch(self.sampling_logits(), x.shape[0] if self.arch_samples == "example" else None)
-        logits = self.space(x, arch)
-        loss = F.cross_entropy(logits, y)
-        if not self._finite(loss, "w"):
-            return loss.detach()
+        choose = self.w_step_arch if self.searching else self.warmup_w_step_arch
+        archs = choose.paths(self.sampling_logits(), x.shape[0] if self.arch_samples == "example" else None)
         opt_w = self._optimizers()[0]
         opt_w.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        total = torch.zeros((), device=x.device)
+        for arch in archs:  # one path usually; several (e.g. "fair") sum their gradients into one update
+            logits = self.space(x, arch)
+            loss = F.cross_entropy(logits, y) / len(archs)
+            if not self._finite(loss, "w"):
+                opt_w.zero_grad(set_to_none=True)
+                return loss.detach()
+            self.manual_backward(loss)
+            total = total + loss.detach()
         if self.w_grad_clip is not None:
             # Lightning documents clip_gradients with the LightningOptimizer that optimizers() returns,
             # though its annotation names the wrapped torch Optimizer
             self.clip_gradients(opt_w, gradient_clip_val=self.w_grad_clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
         opt_w.step()
         self.train_acc(logits.detach(), y)
-        return loss.detach()
+        return total
 
     @override
     def training_step(self, batch: Batch, batch_idx: int) -> None:

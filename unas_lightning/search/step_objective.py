@@ -115,6 +115,22 @@ class StepObjective(ArchLoss):
             )
         return self._relaxed
 
+    def variant(self, objective: str | None = None, hold_weights: bool = True) -> StepObjective:
+        """This step's objective on the same batches with another ``objective`` (``"train"``, ``"val"``,
+        ``"gen"``), or with w free (``hold_weights=False``: its gradient reaches w); what an estimator that
+        differentiates through a virtual w-step needs (``estimators.DartsSecondOrder``)."""
+        return StepObjective(
+            self.space,
+            self.batch,
+            objective or self.objective,
+            self.gen_lambda,
+            self.n,
+            self.weights if hold_weights else [],
+            relaxed_examples=self.relaxed_examples,
+            gen_gap=self.gen_gap,
+            penalty=self.penalty,
+        )
+
     def logs(self) -> dict[str, Tensor]:
         """L_train, L_val, L_<objective> (batch means) averaged over the one-hot evaluations so far."""
         seen = self._observed[True] or self._observed[False]

@@ -1,7 +1,9 @@
 """The architecture the w-step trains the supernet weights on (paper Eq. 7), one small class each.
 
-``SearchModule(w_step_arch=...)`` takes an instance, or its short name ``"discrete"``, ``"relaxed"``
-or ``"softmax"`` (default settings). Each returns a detached architecture for the current phi.
+``SearchModule(w_step_arch=...)`` (and ``warmup_w_step_arch=...``, the warm-up's) takes an instance, or its
+short name ``"discrete"``, ``"relaxed"``, ``"softmax"``, ``"fair"`` or ``"path_dropout"`` (default
+settings). Each returns detached architectures for the current phi: one per w-step, or several whose
+gradients one w update sums (``paths``, e.g. FairNAS's strict fairness).
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ class WStepArch(ABC):
     @abstractmethod
     def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
         """A detached architecture; with ``examples`` = B (per-example sampling) rows [B, ...]."""
+
+    def paths(self, logits: Mapping[str, Tensor], examples: int | None = None) -> list[Arch]:
+        """The architectures of one w update: their losses are averaged, one optimizer step follows.
+
+        One by default (``self(logits, examples)``); a subclass that trains several paths per update
+        (FairNAS's strict fairness, the sandwich rule) returns them all.
+        """
+        return [self(logits, examples)]
 
 
 class DiscreteSample(WStepArch):
@@ -54,11 +64,66 @@ class SoftmaxMixture(WStepArch):
         return {k: torch.softmax(v.detach(), -1) for k, v in logits.items()}
 
 
+class FairSample(WStepArch):
+    """FairNAS's strict fairness (Chu et al. 2021): K paths per w update, K the largest number of candidates.
+
+    Every row (edge) runs a fresh random permutation of its K candidates, so within one update every
+    candidate of every row is trained exactly once, on the same batch, and their gradients are summed
+    before the step: no operation gets ahead of another by being drawn more often, the bias the
+    FairNAS paper blames for poor supernet rankings. phi is ignored (every permutation is uniform), so
+    this is a warm-up choice (``SearchModule(warmup_w_step_arch="fair")``); a w update costs K
+    forward-backward passes.
+    """
+
+    def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
+        return self.paths(logits, examples)[0]
+
+    def paths(self, logits: Mapping[str, Tensor], examples: int | None = None) -> list[Arch]:
+        rows = _rows(logits, examples)
+        k = max(v.shape[-1] for v in rows.values())
+        picks = {}
+        for key, v in rows.items():
+            n, j = v[..., 0].numel(), v.shape[-1]  # rows (times examples), candidates
+            order = torch.stack([torch.randperm(k) % j for _ in range(n)], 1)  # [k, n]: path i takes order[i]
+            picks[key] = torch.nn.functional.one_hot(order, j).to(v.device, v.dtype).reshape(k, *v.shape)
+        return [{key: p[i] for key, p in picks.items()} for i in range(k)]
+
+
+class PathDropout(WStepArch):
+    """Every candidate at once, each dropped independently with probability ``drop`` (Bender et al. 2018).
+
+    The kept candidates of a row are summed with weight 1 (a multi-hot row); a row that would lose every
+    candidate keeps one drawn from p_phi. phi only enters through that fallback, so this too is a
+    warm-up choice. Costs up to every candidate's forward per update, like ``"softmax"``.
+
+    Args:
+        drop: the probability of dropping a candidate, in [0, 1) (Bender et al.: rising to about 0.5).
+    """
+
+    def __init__(self, drop: float = 0.5):
+        if not 0.0 <= drop < 1.0:
+            raise ValueError(f"PathDropout: drop must lie in [0, 1), got {drop}.")
+        self.drop = float(drop)
+
+    def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
+        with torch.no_grad():
+            rows = _rows(logits, examples)
+            fallback = ArchDistribution(rows).sample()
+            out = {}
+            for key, v in rows.items():
+                keep = (torch.rand(v.shape, device=v.device) >= self.drop).to(v.dtype)
+                empty = keep.sum(-1, keepdim=True) == 0
+                out[key] = torch.where(empty, fallback[key], keep)
+            return out
+
+
 #: the short names ``SearchModule(w_step_arch=...)`` accepts
 W_STEP_ARCHS: dict[str, type[WStepArch]] = {
     "discrete": DiscreteSample,
     "relaxed": RelaxedSample,
     "softmax": SoftmaxMixture,
+    "fair": FairSample,
+    "path_dropout": PathDropout,
 }
 
 

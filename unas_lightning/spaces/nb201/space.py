@@ -11,6 +11,7 @@ usual weight-sharing practice), which also lets one pass evaluate several archit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import cast
 
 import torch
@@ -27,8 +28,8 @@ from unas_lightning.spaces.plan import plan
 KEY = "cell"
 
 
-def _cell_norm(channels: int) -> nn.Module:
-    return GroupedBatchNorm2d(channels, affine=False, track_running_stats=False)
+def _cell_norm(channels: int, affine: bool = False) -> nn.Module:
+    return GroupedBatchNorm2d(channels, affine=affine, track_running_stats=False)
 
 
 def _fixed_norm(channels: int) -> nn.Module:
@@ -38,10 +39,11 @@ def _fixed_norm(channels: int) -> nn.Module:
 class SearchCell(nn.Module):
     """Every candidate operation on every edge; a forward computes the (op, coefficient) terms it is given."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, affine: bool = False):
         super().__init__()
+        norm = partial(_cell_norm, affine=affine)
         self.edges = nn.ModuleList(
-            nn.ModuleDict({op: cast(nn.Module, make_op(op, channels, _cell_norm)) for op in NB201_OPS if op != NONE})
+            nn.ModuleDict({op: cast(nn.Module, make_op(op, channels, norm)) for op in NB201_OPS if op != NONE})
             for _ in EDGES
         )
 
@@ -74,6 +76,9 @@ class NB201Space(SearchSpace[NB201Genotype], GroupedForward):
         num_classes: classifier outputs.
         channels: C, the first stage's width (the benchmark: 16).
         cells_per_stage: N (the benchmark: 5).
+        cell_affine: learn a scale and shift in the batch norms of the cells' operations (one per
+            operation and edge; the derived networks always have them). Default: affine-free, the
+            usual weight-sharing practice.
 
     Examples:
         >>> import torch
@@ -88,12 +93,19 @@ class NB201Space(SearchSpace[NB201Genotype], GroupedForward):
 
     genotype_type = NB201Genotype
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        cell_affine: bool = False,
+    ):
         super().__init__(in_channels, num_classes)
         for name, value in [("channels", channels), ("cells_per_stage", cells_per_stage)]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"NB201Space: {name} must be a positive integer, got {value!r}.")
-        self.channels, self.cells_per_stage = channels, cells_per_stage
+        self.channels, self.cells_per_stage, self.cell_affine = channels, cells_per_stage, bool(cell_affine)
         self.arch = nn.ParameterDict({KEY: nn.Parameter(torch.zeros(len(EDGES), len(NB201_OPS)))})
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), _fixed_norm(channels))
         layers: list[nn.Module] = []
@@ -102,7 +114,7 @@ class NB201Space(SearchSpace[NB201Genotype], GroupedForward):
             if stage > 0:
                 layers.append(ResidualReduction(c, 2 * c, _fixed_norm))
                 c *= 2
-            layers += [SearchCell(c) for _ in range(cells_per_stage)]
+            layers += [SearchCell(c, self.cell_affine) for _ in range(cells_per_stage)]
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(_fixed_norm(c), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
