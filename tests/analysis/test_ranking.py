@@ -92,13 +92,16 @@ def test_search_quality_in_the_darts_space_quick_runs_end_to_end(tmp_path, fashi
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path, capsys):
-    """benchmarks/ranking.py --quick: 2 variants x 2 epochs of 3 w-steps, each evaluated at 8 FMNIST-201 cells."""
+    """benchmarks/ranking.py --quick: 3 variants on 2 epochs of 8 w updates, each evaluated at 8 FMNIST-201 cells
+    after the first epoch (``RankingMonitor(at_epochs=...)``) and at the end; "fair" costs 4 one-path updates
+    per update, so it runs 1 epoch; "few_shot" adds 5 sub-supernets of 2 updates each to a 1-epoch supernet."""
     points = benchmark("ranking").main(["--quick", "--out", str(tmp_path)])
     assert [(p["variant"], p["steps"]) for p in points] == [
-        ("discrete", 3),
-        ("discrete", 6),
-        ("softmax", 3),
-        ("softmax", 6),
+        ("discrete", 8),
+        ("discrete", 16),
+        ("fair", 8),
+        ("few_shot", 8),
+        ("few_shot", 18),
     ]
     for p in points:
         assert p["cells"] == 8 and -1 <= p["kendall_tau"] <= 1 and 0 <= p["top_k_overlap"] <= 1  # top 10% of 8: 1

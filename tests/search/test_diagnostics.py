@@ -117,3 +117,5 @@ def test_ranking_monitor_without_a_truth_logs_spread_and_stability_on_a_darts_se
         RankingMonitor(truth="cifar-10")
     with pytest.raises(ValueError, match="cells must be an integer >= 2"):
         RankingMonitor(cells=1)
+    with pytest.raises(ValueError, match="at_epochs must hold integers >= 1"):
+        RankingMonitor(at_epochs=[0, 4])

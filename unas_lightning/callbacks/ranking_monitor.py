@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -54,6 +55,8 @@ class RankingMonitor(L.Callback):
         batches: search-val batches per architecture.
         every_n_epochs: also evaluate after every this many epochs (0: only at the end of the warm-up,
             or after the first epoch when there is none).
+        at_epochs: also evaluate after each of these epochs (counted from 1), e.g. ``[2, 8, 32]`` for a
+            learning curve at a few budgets.
         top_k: the supernet's best architectures whose true rank ``ranking/top_k_overlap`` checks.
         seed: draws the architectures (the same set in every run with the same seed).
 
@@ -70,6 +73,7 @@ class RankingMonitor(L.Callback):
         every_n_epochs: int = 0,
         top_k: int = 10,
         seed: int = 0,
+        at_epochs: Sequence[int] = (),
     ):
         super().__init__()
         if truth is not None and truth not in TRUTHS:
@@ -78,7 +82,10 @@ class RankingMonitor(L.Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"RankingMonitor: {name} must be an integer >= {low}, got {value!r}.")
         self.truth, self.cells, self.batches = truth, cells, batches
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in at_epochs):
+            raise ValueError(f"RankingMonitor: at_epochs must hold integers >= 1, got {list(at_epochs)!r}.")
         self.every_n_epochs, self.top_k, self.seed = every_n_epochs, top_k, seed
+        self.at_epochs = sorted(set(at_epochs))
         self.folder: Path | None = None
         self.history: list[dict[str, Any]] = []
         self._genotypes: list[Genotype] | None = None
@@ -94,7 +101,11 @@ class RankingMonitor(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module = cast("SearchModule", pl_module)
         epoch = trainer.current_epoch + 1  # epochs done
-        due = epoch == max(1, module.warmup_epochs) or (self.every_n_epochs and epoch % self.every_n_epochs == 0)
+        due = (
+            epoch == max(1, module.warmup_epochs)
+            or (self.every_n_epochs and epoch % self.every_n_epochs == 0)
+            or epoch in self.at_epochs
+        )
         if not trainer.is_global_zero or not due:
             return
         record = self.evaluate(module, trainer)
