@@ -234,9 +234,12 @@ def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    same = {k: v for k, v in earlier["settings"].items() if k != "variants"} == {
-        k: v for k, v in settings.items() if k != "variants"
-    }
+    free = ("variants", "out")  # what may differ between runs whose points belong together
+
+    def kept(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in free}
+
+    same = kept(earlier["settings"]) == kept(settings)
     return list(earlier["points"]) if same else []
 
 

@@ -7,7 +7,7 @@
 
 Every method is ``configs/search/nb201_fmnist.yaml`` (the NAS-Bench-201 supernet, C=8, on Fashion-MNIST)
 through the public CLI class (``UnasCLI``, what ``unas-cli fit`` runs) with the overrides below, one run
-per seed, the same supernet budget for all (the config's 4 epochs of 100 steps, 2 of them warm-up). The
+per seed, the same supernet budget for all (the config's 5 epochs of 468 steps, 3 of them warm-up). The
 cell each derives is read off the FMNIST-201 table (``GroundTruthReport``; a cell outside the table's
 sample is trained with the table's protocol and both seeds, once, and cached in ``--out``): its test
 accuracy trained alone, its percentile among the table's cells, its regret against the table's best,
@@ -16,7 +16,7 @@ whether it collapsed to a parameter-free cell (no convolution), and its NAS-Benc
 
 * ``rsps``: random sampling with parameter sharing (Li & Talwalkar 2019): the supernet trained for the
   same budget with phi held uniform, then the best of ``--rsps-cells`` uniformly drawn cells by their
-  supernet accuracy (shared weights, on 8 search-val batches);
+  supernet accuracy (shared weights, on 32 search-val batches);
 * ``random_equal``: random search at equal compute: as many cells as the ``unas_gen`` search's wall
   time would have trained alone (the table's median training time per cell, on as many workers as the
   table was built with), drawn from the table's uniform sample; the best by one seed's validation
@@ -130,7 +130,7 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
 
 
 def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
-    """The best of ``cells`` uniformly drawn cells by supernet accuracy, shared weights, 8 search-val batches."""
+    """The best of ``cells`` uniformly drawn cells by supernet accuracy, shared weights, 32 search-val batches."""
     import torch
 
     from unas_lightning.analysis.ranking import supernet_accuracy
@@ -138,7 +138,7 @@ def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
     space = cli.model.space
     generator = torch.Generator().manual_seed(seed)
     candidates = [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
-    batches = list(itertools.islice(iter(cli.datamodule.val_dataloader()), 8))
+    batches = list(itertools.islice(iter(cli.datamodule.val_dataloader()), 32))
     return max(candidates, key=lambda g: supernet_accuracy(space, g, batches))
 
 

@@ -3,7 +3,7 @@
 ``SearchModule(w_step_arch=...)`` (and ``warmup_w_step_arch=...``, the warm-up's) takes an instance, or its
 short name ``"discrete"``, ``"relaxed"``, ``"softmax"``, ``"fair"`` or ``"path_dropout"`` (default
 settings). Each returns detached architectures for the current phi: one per w-step, or several whose
-gradients one w update sums (``paths``, e.g. FairNAS's strict fairness).
+gradients one w update averages (``paths``, e.g. FairNAS's strict fairness).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class WStepArch(ABC):
         """The architectures of one w update: their losses are averaged, one optimizer step follows.
 
         One by default (``self(logits, examples)``); a subclass that trains several paths per update
-        (FairNAS's strict fairness, the sandwich rule) returns them all.
+        (FairNAS's strict fairness below, or a sandwich rule of one's own) returns them all. The
+        NAS-Bench-201 operations have no largest-to-smallest order (a sandwich needs nested ones, as in
+        slimmable networks), so no sandwich rule is built in.
         """
         return [self(logits, examples)]
 
@@ -68,11 +70,11 @@ class FairSample(WStepArch):
     """FairNAS's strict fairness (Chu et al. 2021): K paths per w update, K the largest number of candidates.
 
     Every row (edge) runs a fresh random permutation of its K candidates, so within one update every
-    candidate of every row is trained exactly once, on the same batch, and their gradients are summed
-    before the step: no operation gets ahead of another by being drawn more often, the bias the
-    FairNAS paper blames for poor supernet rankings. phi is ignored (every permutation is uniform), so
-    this is a warm-up choice (``SearchModule(warmup_w_step_arch="fair")``); a w update costs K
-    forward-backward passes.
+    candidate of every row is trained exactly once, on the same batch, and their gradients are averaged
+    into one step (FairNAS sums them; with Adam only the scale differs): no operation gets ahead of
+    another by being drawn more often, the bias the FairNAS paper blames for poor supernet rankings.
+    phi is ignored (every permutation is uniform), so this is a warm-up choice
+    (``SearchModule(warmup_w_step_arch="fair")``); a w update costs K forward-backward passes.
     """
 
     def __call__(self, logits: Mapping[str, Tensor], examples: int | None = None) -> Arch:
