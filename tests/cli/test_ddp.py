@@ -98,6 +98,23 @@ def test_sigterm_mid_epoch_stops_every_rank_with_a_checkpoint_that_resumes_bit_e
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_darts_second_order_keeps_phi_identical_on_every_rank(tmp_path):
+    """DartsSecondOrder takes its virtual w-steps on each rank's own batch, outside DDP's hooks, and restores
+    w: the run ends, phi has moved in the search epoch and is the same tensor on both ranks."""
+    est = "--model.init_args.estimator"
+    code, left, text = _search(
+        tmp_path, "second_order", *THREE_EPOCHS, est, "unas_lightning.estimators.DartsSecondOrder",
+        "--model.init_args.objective", "val", "--model.init_args.w_step_arch", "softmax",
+    )  # fmt: skip
+    assert code == 0 and not left, text[-3000:]
+    # epochs counted from 0: 0-1 the quickstart's warm-up, 2 its search epoch
+    warm, last = [_phi(tmp_path, "second_order", 0, e) for e in (1, 2)], _phi(tmp_path, "second_order", 1, 2)
+    assert any(not torch.equal(warm[0][k], warm[1][k]) for k in last)  # the search epoch moved phi
+    assert all(torch.equal(warm[1][k], last[k]) for k in last)  # rank 0 == rank 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_a_collective_on_one_rank_only_fails_within_the_ddp_timeout_naming_the_hook(tmp_path):
     """A callback that runs a barrier on rank 0 alone (the kind of hook that deadlocked the quickstart) fails
     the run within ``--ddp_timeout`` with one line per rank naming the hook it waited in; no rank is left."""
