@@ -28,9 +28,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from unas_lightning.distributions import Arch, one_hot_argmax
+from unas_lightning.distributions import Arch
 from unas_lightning.estimators.base import EstimatorOutput, LossFn
-from unas_lightning.estimators.relaxation import Relaxation
+from unas_lightning.estimators.softmax import Softmax
 
 
 @runtime_checkable
@@ -44,7 +44,7 @@ class UnrollableLoss(Protocol):
     def variant(self, objective: str | None = None, hold_weights: bool = True) -> UnrollableLoss: ...
 
 
-class DartsSecondOrder(Relaxation):
+class DartsSecondOrder(Softmax):
     """The DARTS gradient through one virtual w-step (second order); see the module docstring.
 
     Args:
@@ -66,10 +66,6 @@ class DartsSecondOrder(Relaxation):
     def hparams(self) -> dict[str, object]:
         return {"temperature": self.temperature, "xi": self.xi}
 
-    def relax(self, logits: Mapping[str, Tensor]) -> tuple[Arch, Arch]:
-        relaxed = {k: torch.softmax(v / self.temperature, dim=-1) for k, v in logits.items()}
-        return relaxed, {k: one_hot_argmax(v.detach()) for k, v in logits.items()}
-
     def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         if not isinstance(loss_fn, UnrollableLoss):
             raise TypeError(
@@ -85,9 +81,7 @@ class DartsSecondOrder(Relaxation):
         try:
             grad, value = self._gradient(loss_fn, point, keys, weights, saved)
         finally:
-            with torch.no_grad():
-                for w, s in zip(weights, saved, strict=True):
-                    w.copy_(s)
+            _restore(weights, saved)
         # d loss / d phi = (d alpha / d phi)^T dL/d alpha; its value is L(w', alpha)
         loss = torch.stack([(alpha[k] * grad[k]).sum() for k in keys]).sum()
         return EstimatorOutput(loss=value + loss - loss.detach(), arch=reported, value=value)
@@ -108,9 +102,7 @@ class DartsSecondOrder(Relaxation):
         norm = torch.sqrt(sum(((g.detach() ** 2).sum() for g in d_w if g is not None), torch.zeros(())))
         if self.xi and float(norm) > 0:  # the Hessian-vector product by central differences (Eq. 8)
             eps = 0.01 / float(norm)
-            with torch.no_grad():
-                for w, s in zip(weights, saved, strict=True):
-                    w.copy_(s)
+            _restore(weights, saved)
             _add(weights, d_w, eps)  # w+
             plus = torch.autograd.grad(train(point), [point[k] for k in keys], allow_unused=True)
             _add(weights, d_w, -2 * eps)  # w-
@@ -119,6 +111,13 @@ class DartsSecondOrder(Relaxation):
                 if gp is not None and gm is not None:
                     d_alpha[k] = d_alpha[k] - self.xi * (gp - gm) / (2 * eps)
         return d_alpha, outer.detach()
+
+
+def _restore(params: Sequence[Tensor], saved: Sequence[Tensor]) -> None:
+    """params = saved, in place."""
+    with torch.no_grad():
+        for p, s in zip(params, saved, strict=True):
+            p.copy_(s)
 
 
 def _add(params: Sequence[Tensor], grads: Sequence[Tensor | None], scale: float) -> None:
