@@ -3,6 +3,7 @@
     python benchmarks/search_step.py                       # CPU here, or the GPU when one is present
     python benchmarks/search_step.py --steps 30 --rounds 3 --batch-size 64 --channels 16
     python benchmarks/search_step.py --quick               # unas, darts1, floor: 2 steps, 1 round (checks the script)
+    python benchmarks/search_step.py --precision bf16-mixed --channels-last --json step.json   # measured options
     # the CIFAR search's scale: 8 cells, width 16, batch 64, 32x32 input (Fashion-MNIST padded)
     python benchmarks/search_step.py --layers 8 --channels 16 --batch-size 64 --image-size 32 --stem-stride 1 \
         --steps 3 --warmup 1 --rounds 1 --methods unas,unas_paper,unas_paper_ckpt,darts1,floor
@@ -31,6 +32,10 @@ Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a
 * any method with ``_ckpt`` appended (``unas_paper_ckpt``): the same on
   ``DartsSpace(checkpoint_relaxed=True)``, each relaxed cell's activations recomputed in the backward
   pass instead of held (the memory at real scale).
+
+``--precision bf16-mixed`` runs every method under bf16 autocast (Lightning's precision plugin; the floor
+under ``torch.autocast``), ``--channels-last`` puts the supernet and its inputs in the channels-last
+memory format; ``--json PATH`` writes the table's rows.
 
 Each (method, round) runs in a fresh process and the rounds are interleaved, so drift hits every
 method alike. Time per step is the median over all timed steps of all rounds (wall time of
@@ -159,12 +164,19 @@ def _pad(x, args):
     return F.pad(x, (p, args.image_size - x.shape[-1] - p) * 2) if args.image_size != x.shape[-1] else x
 
 
+def _layout(x, args):
+    """``x`` in the channels-last memory format with ``--channels-last``."""
+    import torch
+
+    return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
+
+
 def _data(args):
     from unas_lightning import FashionMNISTDataModule
 
     class Padded(FashionMNISTDataModule):
         def on_after_batch_transfer(self, batch, dataloader_idx):
-            return {k: (_pad(x, args), y) for k, (x, y) in batch.items()}
+            return {k: (_layout(_pad(x, args), args), y) for k, (x, y) in batch.items()}
 
     n = 2 * args.batch_size * (args.warmup + args.steps + 2)
     return Padded(split="search", batch_size=args.batch_size, max_train_examples=n)
@@ -224,18 +236,23 @@ def worker(method: str, args) -> dict:
         dm.setup("fit")
         loader = dm.train_dataloader()
         space = _space(args).to(device)
+        if args.channels_last:
+            space.to(memory_format=torch.channels_last)
+        bf16 = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
         for i, item in enumerate(loader):
             batch = item[0] if isinstance(item, tuple) else item  # CombinedLoader: (batch, idx, loader idx)
             if i == args.warmup:
                 memory.start()
             x, y = (t.to(device) for t in batch["train"])
-            x = _pad(x, args)
+            x = _layout(_pad(x, args), args)
             _sync(device)
             t0 = time.perf_counter()
             with torch.no_grad():
                 z = ArchDistribution(dict(space.arch)).sample()
             space.zero_grad(set_to_none=True)
-            F.cross_entropy(space(x, z), y).backward()
+            with bf16:
+                loss = F.cross_entropy(space(x, z), y)
+            loss.backward()
             _sync(device)
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
@@ -257,6 +274,8 @@ def worker(method: str, args) -> dict:
 
     module = _module(method, args)
     module.warmup_epochs = 0
+    if args.channels_last:
+        module.to(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory(prefix="unas_step_") as root:  # genotype.json goes there, not into the cwd
         trainer = L.Trainer(
             accelerator=device.type,
@@ -271,6 +290,7 @@ def worker(method: str, args) -> dict:
             enable_model_summary=False,
             callbacks=[StepTimer()],
             default_root_dir=root,
+            precision=args.precision,
         )
         trainer.fit(module, datamodule=_data(args))
     return _row(method, times, memory, device)
@@ -291,6 +311,9 @@ def main() -> None:
     parser.add_argument("--no-fuse", action="store_true", help="relaxed cells edge by edge (fuse_relaxed=False)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    parser.add_argument("--channels-last", action="store_true", help="supernet and inputs in channels-last format")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--quick", action="store_true", help="unas, darts1 and floor, 1 round of 2 timed steps (checks the script)"
@@ -348,14 +371,27 @@ def main() -> None:
         "| peak memory (MiB) | peak in all (MiB) |"
     )
     print("|---|---|---|---|---|---|---|")
+    rows = []
     for m in methods:
         q = statistics.quantiles(times[m], n=4) if len(times[m]) > 1 else [med[m]] * 3
         ratio_d = f"{med[m] / med['darts1']:.2f}x" if "darts1" in med else ""
         ratio_f = f"{med[m] / med['floor']:.2f}x" if "floor" in med else ""
+        row = {
+            "method": m,
+            "ms_per_step": 1e3 * med[m],
+            "iqr_ms": 1e3 * (q[2] - q[0]),
+            "peak_mib": statistics.median(peaks[m]),
+            "total_mib": statistics.median(totals[m]),
+        }
+        rows.append(row)
         print(
-            f"| {_label(m)} | {1e3 * med[m]:.1f} | {1e3 * (q[2] - q[0]):.1f} | {ratio_d} | {ratio_f} | "
-            f"{statistics.median(peaks[m]):.0f} | {statistics.median(totals[m]):.0f} |"
+            f"| {_label(m)} | {row['ms_per_step']:.1f} | {row['iqr_ms']:.1f} | {ratio_d} | {ratio_f} | "
+            f"{row['peak_mib']:.0f} | {row['total_mib']:.0f} |"
         )
+    if args.json is not None:
+        settings = {"precision": args.precision, "channels_last": args.channels_last, "device": where}
+        settings.update({k: getattr(args, k) for k in ("batch_size", "channels", "layers", "image_size", "steps")})
+        args.json.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
     if {"unas", "darts1", "floor"} <= set(med):
         print(f"\nratios: unas/darts1={med['unas'] / med['darts1']:.2f} unas/floor={med['unas'] / med['floor']:.2f}")
 

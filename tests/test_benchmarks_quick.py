@@ -1,4 +1,5 @@
-"""The latency and search-step benchmarks' --quick modes: each part runs and its table has the right rows.
+"""The latency benchmark's and the device check's --quick modes (the device check runs the search-step benchmark):
+each part runs and its table has the right rows.
 
 Timings are never asserted (they are what the benchmarks measure); sizes that do not depend on the
 machine are: torchvision's mobilenet_v2 has 3.50M parameters and 300M multiply-adds at 224x224.
@@ -6,11 +7,10 @@ machine are: torchvision's mobilenet_v2 has 3.50M parameters and 300M multiply-a
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
 import pytest
-from conftest import ROOT, benchmark, markdown_rows, markdown_table, subprocess_env
+from conftest import benchmark, markdown_rows, markdown_table
 
 
 @pytest.mark.slow
@@ -30,16 +30,28 @@ def test_latency_benchmark_quick_fits_a_surrogate_tracks_a_target_and_sizes_the_
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
-def test_search_step_benchmark_quick_times_unas_darts_and_the_floor():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/search_step.py"), "--quick"],
-        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = markdown_table(proc.stdout, "| method")
-    assert [name.split(":")[0] for name in rows] == ["UNAS", "DARTS first order", "floor"]
-    assert all(float(cells[0]) > 0 for cells in rows.values())
-    assert rows[next(iter(rows))][3] and "ratios: unas/darts1=" in proc.stdout
+def test_device_check_quick_measures_every_setting_fits_every_cost_model_and_times_the_search_step(tmp_path):
+    """benchmarks/device_check.py --quick (the prepared GPU script at toy sizes on this CPU): every part runs
+    and writes its JSON and markdown; search_step.py runs through it (fp32: UNAS, DARTS, the floor; bf16)."""
+    result = benchmark("device_check").main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "device_check.json").read_text())
+    assert saved["device"].startswith("CPU") and saved["date"] and set(saved) >= {"protocol", "predictors", "step"}
+    settings = {r["setting"] for r in result["protocol"]["rows"] if "median_ms" in r}
+    for net in ("ProxylessNAS-GPU", "DARTS-V2"):
+        assert {f"{net} b=8 eager fp32", f"{net} b=8 eager bf16", f"{net} b=8 eager fp32 channels-last"} <= settings
+        assert {f"{net} b=1 eager fp32", f"{net} b=1 eager bf16"} <= settings
+    rows = result["predictors"]["rows"]
+    assert [r["space"] for r in rows] == ["proxyless", "darts"]
+    for r in rows:
+        assert r["archs"] == 20 and 0 <= r["noise_within10"] <= 100 and r["noise_mape"] >= 0
+        assert set(r["models"]) == {"linear", "pairwise", "mlp", "auto"}
+        assert all(0 < m["mape"] < 1000 and 0 <= m["within10"] <= 100 for m in r["models"].values())
+        assert r["models"]["auto"]["chosen"] in ("linear", "pairwise", "mlp")
+    steps = {r["config"]: [m["method"] for m in r.get("rows", [])] for r in result["step"]["rows"]}
+    assert steps == {"fp32": ["unas", "darts1", "floor"], "bf16": ["unas"]}, result["step"]
+    assert all(m["ms_per_step"] > 0 for r in result["step"]["rows"] for m in r["rows"])
+    md = (tmp_path / "device_check.md").read_text()
+    assert "## Latency predictors" in md and "## Search step" in md and "| fp32 | darts1 |" in md
 
 
 def test_params_benchmark_matches_the_published_sizes(capsys):

@@ -25,7 +25,7 @@ class CostMonitor(L.Callback):
 
     * Before the first training batch: each term not calibrated yet (a fresh run; a resumed one keeps
       its surrogate) measures its calibration architectures and fits its surrogate g; the held-out
-      error is printed and logged (``cost/<name>/surrogate_mae``, ``cost/<name>/surrogate_mape``).
+      error is printed and logged (``cost/<name>/surrogate_mae``, ``surrogate_mape``, ``surrogate_within10``).
     * After every phi-step: a term refits g when its ``refit_every_n_steps`` have passed.
     * After every epoch: ``cost/<name>/mode``, the measured cost of the most probable architecture.
     * At the end of training (before Lightning moves the model off its device, so a timing meter still
@@ -66,9 +66,9 @@ class CostMonitor(L.Callback):
             return
         for cost in _terms(module):
             cost.refit_if_due(dict(module.space.arch))
-            for stat in ("mae", "mape"):
+            for stat in ("mae", "mape", "within10"):
                 value = cost.fit_metrics.get(f"test_{stat}")
-                if value is not None:
+                if isinstance(value, float):
                     pl_module.log(f"cost/{cost.name}/surrogate_{stat}", value, batch_size=1)
 
     @override

@@ -2,7 +2,7 @@
 
 m is a :class:`~unas_lightning.costs.base.Meter`: measured latency, parameters, multiply-adds, or one
 of the user's own. The term optimizes the *measured* value through an unbiased black-box estimator
-(RELAX by default, with the fitted linear surrogate of Sec. 5 as its control variate: a poor fit costs
+(RELAX by default, with a cost model fitted to measured values, Sec. 5, as its control variate: a poor fit costs
 variance, never bias). ``SearchModule(costs=[...])`` sums any number of terms; each draws its own
 architecture sample, independent of the accuracy term's (a sum of unbiased estimates is unbiased).
 """
@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from unas_lightning.costs.base import Candidate, Meter
-from unas_lightning.costs.linear_model import fit_linear_model
+from unas_lightning.costs.cost_models import ChosenControl
+from unas_lightning.costs.fitting import CostModelKind, fit_cost_model
 from unas_lightning.distributions import Arch, ArchDistribution
-from unas_lightning.estimators import BlackBox, Estimator, LinearControl, Relax
+from unas_lightning.estimators import BlackBox, Estimator, Relax
 from unas_lightning.spaces.base import SearchSpace
 
 Form = Literal["linear", "hinge"]
@@ -45,9 +46,9 @@ class Penalty(nn.Module):
 
 
 class PenalizedControl(nn.Module):
-    """c(zeta) = penalty(g(zeta)): the fitted linear model g mapped through the term's penalty (RELAX's c)."""
+    """c(zeta) = penalty(g(zeta)): the fitted cost model g mapped through the term's penalty (RELAX's c)."""
 
-    def __init__(self, model: LinearControl, penalty: Penalty):
+    def __init__(self, model: nn.Module, penalty: Penalty):
         super().__init__()
         self.model, self.penalty = model, penalty
 
@@ -69,10 +70,11 @@ class CostTerm(nn.Module):
     """lambda * penalty(m(z)) added to the phi-step, m measured by ``meter`` (see the module docstring).
 
     Before the first phi-step it measures ``calibration_archs`` uniformly sampled architectures, fits the
-    linear surrogate g by ridge regression and reports its held-out error; at every phi-step it measures
-    the architecture its estimator samples (each distinct architecture once: a cache, saved in
-    checkpoints). Under DDP this is a collective: rank 0 measures every rank's sample and broadcasts,
-    so all ranks hold the same values (``CostMonitor`` drives calibration, refits and reports).
+    surrogate g (the paper's additive model by default, see ``cost_model``) and reports its held-out
+    error; at every phi-step it measures the architecture its estimator samples (each distinct
+    architecture once: a cache, saved in checkpoints). Under DDP this is a collective: rank 0 measures
+    every rank's sample and broadcasts, so all ranks hold the same values (``CostMonitor`` drives
+    calibration, refits and reports).
 
     Logs per phi-step: ``cost/<name>/measured``, ``predicted`` (by g), ``abs_error``, ``penalty``, ``lambda``.
 
@@ -86,7 +88,10 @@ class CostTerm(nn.Module):
         name: the term's name in logs and reports (default: the meter's ``name``).
         calibration_archs: architectures measured before search to fit g (paper: 10,000).
         holdout: fraction of them kept out of the fit to report its error.
-        alpha: ridge penalty of the fit.
+        alpha: ridge penalty of the fit (weight decay for ``"mlp"``).
+        cost_model: g's kind (``costs.fit_cost_model``): ``"linear"`` (the paper's per-choice costs),
+            ``"pairwise"`` (each choice in the context of the next row), ``"mlp"``, or ``"auto"`` (the one
+            with the lowest cross-validated error). A closer g lowers RELAX's variance; no kind biases it.
         refit_every_n_steps: refit g on everything measured so far every n phi-steps (0: never).
         seed: seed of the calibration architectures (independent of the run seed).
     """
@@ -107,6 +112,7 @@ class CostTerm(nn.Module):
         alpha: float = 1e-3,
         refit_every_n_steps: int = 0,
         seed: int = 0,
+        cost_model: CostModelKind = "linear",
     ):
         super().__init__()
         if not isinstance(meter, Meter):
@@ -133,7 +139,12 @@ class CostTerm(nn.Module):
         self.calibration_archs, self.holdout, self.alpha = calibration_archs, holdout, alpha
         self.refit_every_n_steps, self.seed = refit_every_n_steps, seed
         self.penalty = Penalty(form, target)
-        self.model = LinearControl()  # g, fitted by ridge regression, never by gradients
+        if cost_model not in ("linear", "pairwise", "mlp", "auto"):
+            raise ValueError(
+                f"cost {self.name!r}: cost_model must be 'linear', 'pairwise', 'mlp' or 'auto', got {cost_model!r}."
+            )
+        self.cost_model = cost_model
+        self.model = ChosenControl(cost_model)  # g, fitted to measured values, never by the phi-step
         if estimator is None:
             estimator = Relax(control=PenalizedControl(self.model, self.penalty), fit="none")
         if not isinstance(estimator, Estimator):
@@ -147,7 +158,7 @@ class CostTerm(nn.Module):
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.cache: dict[str, float] = {}  # architecture (its chosen indices as JSON) -> measured value
         self._aside: dict[str, float] = {}  # measured by ``measured_here``, not yet in every rank's cache
-        self.fit_metrics: dict[str, float] = {}
+        self.fit_metrics: dict[str, float | str] = {}
         self.phi_steps = 0
         self.binding: Binding | None = None  # set by ``setup``
 
@@ -247,7 +258,7 @@ class CostTerm(nn.Module):
         self.cache.update(zip(new, values, strict=True))
 
     def predicted(self, arch: Arch) -> float:
-        """g(arch), the fitted linear model's value."""
+        """g(arch), the fitted cost model's value."""
         with torch.no_grad():
             return float(self.model(arch))
 
@@ -269,17 +280,17 @@ class CostTerm(nn.Module):
         m = self.fit_metrics
         unit = self.meter.unit
         return (
-            f"cost {self.name!r}: {len(archs)} architectures measured; surrogate held-out MAE "
-            f"{m['test_mae']:.4g} {unit}, MAPE {m['test_mape']:.2f}%"
+            f"cost {self.name!r}: {len(archs)} architectures measured; surrogate ({m['kind']}) held-out MAE "
+            f"{m['test_mae']:.4g} {unit}, MAPE {m['test_mape']:.2f}%, {m['test_within10']:.0f}% within +-10%"
         )
 
     def fit(self, archs: list[Arch], values: list[float]) -> None:
         """Fit g to measured values (the penalty's reference stays what calibration set)."""
-        result = fit_linear_model(archs, values, holdout=self.holdout, alpha=self.alpha, seed=self.seed)
-        with torch.no_grad():
-            for k, w in result.model.weight.items():
-                self.model.weight[k].copy_(w)
-            self.model.bias.copy_(result.model.bias)
+        result = fit_cost_model(
+            archs, values, kind=self.cost_model, holdout=self.holdout, alpha=self.alpha, seed=self.seed
+        )
+        self.model.adopt(result.kind, result.model.to(self.device))
+        self.model.requires_grad_(False)
         self.fit_metrics = result.as_dict()
 
     def refit_if_due(self, template: Mapping[str, Tensor]) -> bool:
@@ -340,7 +351,10 @@ class CostTerm(nn.Module):
         self.phi_steps = int(state.get("phi_steps", 0))
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, weight={self.weight}, form={self.penalty.form!r}, target={self.target}"
+        return (
+            f"name={self.name!r}, weight={self.weight}, form={self.penalty.form!r}, target={self.target}, "
+            f"cost_model={self.cost_model!r}"
+        )
 
 
 def _one_hot(indices: Mapping[str, Any], template: Mapping[str, Tensor]) -> Arch:
