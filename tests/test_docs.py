@@ -41,12 +41,15 @@ def test_old_public_paths_still_work_with_a_future_warning(tmp_path):
 
     from unas_lightning.search.w_step import RelaxedSample
 
-    for name in ("unas_lightning.w_step", "unas_lightning.visualize"):
+    for name in ("unas_lightning.w_step", "unas_lightning.visualize", "unas_lightning.costs.linear_model"):
         sys.modules.pop(name, None)
         with pytest.warns(FutureWarning, match="moved to"):
             module = importlib.import_module(name)
         assert module.__name__ == name
     assert sys.modules["unas_lightning.w_step"].RelaxedSample is RelaxedSample
+    from unas_lightning.costs import fit_linear_model
+
+    assert sys.modules["unas_lightning.costs.linear_model"].fit_linear_model is fit_linear_model
 
     from unas_lightning.cli import main
 
