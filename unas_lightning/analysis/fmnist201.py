@@ -34,7 +34,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -178,9 +178,44 @@ def train_cell(
 def _train_cell(genotype: NB201Genotype, protocol: Protocol, seed: int, split: Split, device) -> CellResult:
     torch.manual_seed(seed)  # the initial weights, the batch order and the augmentation
     net = NB201Network(genotype, 1, 10, protocol.channels, protocol.cells_per_stage)
-    params = sum(p.numel() for p in net.parameters())
     if not genotype.connected():
-        return CellResult(CHANCE, CHANCE, params, 0.0)
+        return CellResult(CHANCE, CHANCE, sum(p.numel() for p in net.parameters()), 0.0)
+    return fit(net, protocol, split, device)
+
+
+def train_network(
+    build: Callable[[], torch.nn.Module],
+    protocol: Protocol,
+    seed: int,
+    split: Split,
+    device: str | torch.device = "cpu",
+) -> CellResult:
+    """Train the network ``build()`` returns with ``protocol``'s optimizer, schedule and budget, seed ``seed``.
+
+    The judge of any space on the FMNIST-201 protocol (``protocol.channels`` and ``cells_per_stage`` are
+    the caller's business: ``build`` makes the network). The seed fixes the initial weights (``build``
+    runs under it), the batch order and the augmentation; the caller's random state and grad mode are
+    left as they were.
+
+    Examples:
+        >>> import torch
+        >>> protocol = Protocol(epochs=1, train_examples=64, batch_size=32, eval_examples=32, image_size=8)
+        >>> split = Split(*[(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))] * 3)
+        >>> build = lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> result = train_network(build, protocol, seed=0, split=split)
+        >>> 0 <= result.val_acc <= 100 and result.params == 650
+        True
+    """
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
+        torch.manual_seed(seed)
+        return fit(build(), protocol, split, device)
+
+
+def fit(net: torch.nn.Module, protocol: Protocol, split: Split, device: str | torch.device) -> CellResult:
+    """Train ``net`` in place (SGD, cosine schedule, the protocol's epochs over its training images) and
+    evaluate it; torch's random state drives the batch order and the augmentation."""
+    params = sum(p.numel() for p in net.parameters())
     device = torch.device(device)
     net = net.to(device)
     opt = torch.optim.SGD(
