@@ -110,3 +110,22 @@ def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["points"] == points and (tmp_path / "ranking.png").stat().st_size > 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("best: ")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_darts_ranking_quick_judges_cells_stand_alone_and_ranks_the_quickstart_supernet(tmp_path, capsys):
+    """benchmarks/ranking_darts.py --quick: 4 DARTS-space cells trained stand-alone (2 seeds, a tiny protocol, on
+    2 worker processes), the quickstart supernet evaluated at them after each of 2 epochs of 5 steps; a rerun
+    takes the judge's results from judge.json instead of training again."""
+    summary = benchmark("ranking_darts").main(["--quick", "--out", str(tmp_path)])
+    assert len(summary["cells"]) == len(set(summary["cells"])) == 4
+    assert all(set(summary["judge"][c]) == {"0", "1"} for c in summary["cells"])
+    assert [(p["epochs"], p["steps"]) for p in summary["points"]] == [(1, 5), (2, 10)]
+    for p in summary["points"]:
+        assert len(p["supernet"]) == 4 and -1 <= p["kendall_tau"] <= 1 and p["tau_95"][0] <= p["tau_95"][1]
+    assert -1 <= summary["judge_seed_tau"] <= 1 and summary["judge_noise"] >= 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("best: epochs=")
+    judged = (tmp_path / "judge.json").read_text()
+    again = benchmark("ranking_darts").main(["--quick", "--out", str(tmp_path)])
+    assert again["judge"] == summary["judge"] and (tmp_path / "judge.json").read_text() == judged
