@@ -83,28 +83,21 @@ def sizes(args) -> dict[str, Any]:
     """The networks' sizes (``--scale``): the real ones (``full``, a GPU's), the latency benchmark's CPU proxies
     (``proxy``: ProxylessNAS x0.25 and an 8-channel 5-cell DARTS network on 1x28x28, batch 32) or toy ones
     (``toy``, --quick)."""
-    if args.scale == "proxy":
+    if args.scale == "full":
         return {
-            "proxyless": {"in_channels": 1, "num_classes": 10, "width_mult": 0.25, "stem_stride": 1},
-            "proxyless_shape": (1, 28, 28),
-            "darts": {"in_channels": 1, "num_classes": 10, "channels": 8, "layers": 5},
-            "darts_shape": (1, 28, 28),
+            "proxyless": {"in_channels": 3, "num_classes": 1000},
+            "proxyless_shape": (3, 224, 224),
+            "darts": {"in_channels": 3, "num_classes": 10, "channels": 36, "layers": 20},
+            "darts_shape": (3, 32, 32),
             "batches": (32, 1),
         }
-    if args.scale == "toy":
-        return {
-            "proxyless": {"in_channels": 1, "num_classes": 10, "width_mult": 0.25, "stem_stride": 1},
-            "proxyless_shape": (1, 28, 28),
-            "darts": {"in_channels": 1, "num_classes": 10, "channels": 4, "layers": 3},
-            "darts_shape": (1, 28, 28),
-            "batches": (8, 1),
-        }
+    proxy = args.scale == "proxy"  # else toy: the same spaces, smaller
     return {
-        "proxyless": {"in_channels": 3, "num_classes": 1000},
-        "proxyless_shape": (3, 224, 224),
-        "darts": {"in_channels": 3, "num_classes": 10, "channels": 36, "layers": 20},
-        "darts_shape": (3, 32, 32),
-        "batches": (32, 1),
+        "proxyless": {"in_channels": 1, "num_classes": 10, "width_mult": 0.25, "stem_stride": 1},
+        "proxyless_shape": (1, 28, 28),
+        "darts": {"in_channels": 1, "num_classes": 10, "channels": 8 if proxy else 4, "layers": 5 if proxy else 3},
+        "darts_shape": (1, 28, 28),
+        "batches": (32 if proxy else 8, 1),
     }
 
 

@@ -22,12 +22,12 @@ better g lowers the estimator's variance; it never biases the search, which opti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from unas_lightning.distributions import examples_in
+from unas_lightning.estimators import LinearControl
 
 
 def rows_of(v: Tensor, lead: int) -> Tensor:
@@ -35,7 +35,7 @@ def rows_of(v: Tensor, lead: int) -> Tensor:
     return v.reshape(*v.shape[:lead], -1, v.shape[-1])
 
 
-class PairwiseControl(nn.Module):
+class PairwiseControl(LinearControl):
     """g(z) = b + sum_r w_r . z_r + sum_r z_r^T U_r z_{r+1}: each choice's cost in the context of the next row.
 
     Rows are the architecture's rows per key in order (a key of shape [R, K] has R rows and R - 1
@@ -58,30 +58,24 @@ class PairwiseControl(nn.Module):
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]] | None = None):
         super().__init__()
-        self.weight = nn.ParameterDict()
         self.pair = nn.ParameterDict()
-        self.bias = nn.Parameter(torch.zeros(()))
         if shapes:
             self.materialize({k: torch.empty(tuple(v)) for k, v in shapes.items()})
 
     def materialize(self, like: Mapping[str, Tensor]) -> None:
-        """Create zero parameters for every key of ``like`` not seen yet."""
+        """Create zero parameters (per-choice weights and pair matrices) for every key of ``like`` not seen yet."""
         for k, v in like.items():
-            if k not in self.weight:
+            if k not in self.pair:
                 rows, choices = max(v.numel() // v.shape[-1], 1), v.shape[-1]
-                self.weight[k] = nn.Parameter(torch.zeros(tuple(v.shape), device=self.bias.device))
                 self.pair[k] = nn.Parameter(torch.zeros(max(rows - 1, 0), choices, choices, device=self.bias.device))
+        super().materialize(like)
 
     def forward(self, arch: Mapping[str, Tensor]) -> Tensor:
         """g(arch): a scalar, or [B] when the rows carry a leading per-example dimension B."""
-        if len(self.weight) < len(arch):
-            self.materialize(arch)
-        n = examples_in(arch, dict(self.weight))
-        lead = () if n is None else (n,)
-        out = self.bias.expand(lead) if lead else self.bias
+        out = super().forward(arch)  # the additive part (materializes new keys)
+        lead = out.dim()
         for k, v in arch.items():
-            z = rows_of(v, len(lead))
-            out = out + (self.weight[k] * v).reshape(*lead, -1).sum(-1)
+            z = rows_of(v, lead)
             out = out + torch.einsum("...ri,rij,...rj->...", z[..., :-1, :], self.pair[k], z[..., 1:, :])
         return out
 
@@ -103,11 +97,6 @@ class PairwiseControl(nn.Module):
                     p.copy_(coef[pos : pos + p.numel()].reshape(p.shape).to(p))
                     pos += p.numel()
             self.bias.fill_(bias)
-
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        wp = prefix + "weight."
-        self.materialize({k[len(wp) :]: v for k, v in state_dict.items() if k.startswith(wp)})
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class MLPControl(nn.Module):
@@ -192,8 +181,6 @@ class ChosenControl(nn.Module):
 
     def __init__(self, kind: str = "linear"):
         super().__init__()
-        from unas_lightning.estimators import LinearControl  # the paper's additive model
-
         makers: dict[str, type[nn.Module]] = {"linear": LinearControl, "pairwise": PairwiseControl, "mlp": MLPControl}
         kinds = list(makers) if kind == "auto" else [kind]
         if any(k not in makers for k in kinds):
