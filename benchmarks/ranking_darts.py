@@ -1,7 +1,7 @@
 """Does the DARTS-space quickstart supernet rank cells? Its one-hot accuracies against stand-alone training.
 
-    python benchmarks/ranking_darts.py              # 16 cells x 2 seeds judged (~70 min), supernet up to 64 epochs (~15 min)
-    python benchmarks/ranking_darts.py --quick      # a smoke run (about a minute; the test suite runs it)
+    python benchmarks/ranking_darts.py          # 16 cells x 2 seeds judged (~70 min), 64 supernet epochs (~15 min)
+    python benchmarks/ranking_darts.py --quick  # a smoke run (about a minute; the test suite runs it)
 
 1. **The judge**: ``--cells`` architectures drawn uniformly from the quickstart's DARTS space
    (``configs/search/quickstart.yaml``: 8 channels, 3 cells, 4 nodes, the paper's 7 operations, stem
@@ -213,7 +213,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=64, help="supernet epochs of --steps-per-epoch steps")
-    parser.add_argument("--eval-at", type=lambda t: [int(e) for e in t.split(",")], default=[1, 2, 4, 8, 16, 32, 48, 64])
+    parser.add_argument(
+        "--eval-at", type=lambda t: [int(e) for e in t.split(",")], default=[1, 2, 4, 8, 16, 32, 48, 64]
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="the quickstart's epoch")
     parser.add_argument("--eval-batches", type=int, default=20, help="search-val batches per accuracy")
     parser.add_argument("--workers", type=int, default=2)
