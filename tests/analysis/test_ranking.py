@@ -9,8 +9,14 @@ import pytest
 import torch
 from conftest import benchmark
 
-from unas_lightning.analysis.ranking import kendall_tau, rank_agreement, spearman_rho, supernet_accuracy
-from unas_lightning.spaces import DartsSpace, ProxylessSpace
+from unas_lightning.analysis.ranking import (
+    kendall_tau,
+    rank_agreement,
+    running_statistics,
+    spearman_rho,
+    supernet_accuracy,
+)
+from unas_lightning.spaces import DartsSpace, NB201Space, ProxylessSpace
 
 
 def test_rank_correlations_match_hand_computed_values():
@@ -45,6 +51,37 @@ def test_supernet_accuracy_is_the_one_hot_supernets_accuracy_and_keeps_the_mode(
         supernet_accuracy(space, other, batches)
     with pytest.raises(ValueError, match="no batches"):
         supernet_accuracy(space, genotype, [])
+
+
+def test_running_statistics_normalise_with_the_calibration_data_and_leave_the_supernet_as_it_was():
+    """Re-estimated on the evaluation batch itself, the statistics are that batch's own (up to the unbiased
+    variance: n >= 64 x 4 x 4 values per channel); on other data, the outputs move; afterwards the batch
+    norms keep no buffers again and the state dict and mode are as before."""
+    torch.manual_seed(0)
+    space = NB201Space(in_channels=1, num_classes=10, channels=4, cells_per_stage=1)
+    genotype = space.genotype(space.distribution().sample())
+    arch = space.arch_of(genotype)
+    x = torch.randn(64, 1, 16, 16)
+    keys = list(space.state_dict())
+    with torch.no_grad():
+        own = space(x, arch)
+        with running_statistics(space, arch, [(x, None)]):
+            assert not space.training
+            same = space(x, arch)
+        with running_statistics(space, arch, [(3 + 2 * torch.randn(64, 1, 16, 16), None) for _ in range(2)]):
+            shifted = space(x, arch)
+    assert torch.allclose(same, own, atol=5e-3), (same - own).abs().max()
+    assert (shifted - own).abs().max() > 0.1
+    assert space.training and list(space.state_dict()) == keys
+    norms = [m for m in space.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.track_running_stats and m.running_mean is None for m in norms)
+    batches = [(x, own.argmax(-1))]  # labelled by the batch-statistics predictions; an untrained net has near ties
+    assert supernet_accuracy(space, genotype, batches) == 1.0
+    assert supernet_accuracy(space, genotype, batches, calibration=[(x, None)]) >= 0.9
+    assert supernet_accuracy(space, genotype, batches, calibration=[(x + 3, None)]) < 0.9
+    with pytest.raises(ValueError, match="no batches"):
+        supernet_accuracy(space, genotype, batches, calibration=[])
+    assert list(space.state_dict()) == keys
 
 
 @pytest.mark.slow

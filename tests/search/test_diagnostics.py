@@ -99,15 +99,18 @@ def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path):
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_ranking_monitor_without_a_truth_logs_spread_and_stability_on_a_darts_search(tmp_path):
     """No ground truth: architectures drawn uniformly from the space, the same ones and batches at every
-    evaluation (end of the 1-epoch warm-up, then every epoch), spread and stability in the CSV log."""
+    evaluation (end of the 1-epoch warm-up, then every epoch), spread and stability in the CSV log; each
+    architecture's batch norms re-estimated on the 2 search-val batches after the 2 evaluated."""
     from unas_lightning.callbacks import RankingMonitor
 
     L.seed_everything(5)
-    monitor = RankingMonitor(cells=6, batches=2, every_n_epochs=1)
+    monitor = RankingMonitor(cells=6, batches=2, every_n_epochs=1, recalibrate_batches=2)
     module = SearchModule(DartsSpace(channels=4, layers=3), estimator=Reinforce(), warmup_epochs=1)
     trainer = tiny_trainer(tmp_path, epochs=2, logger=CSVLogger(tmp_path), callbacks=[monitor])
     trainer.fit(module, datamodule=tiny_data())
     first, second = json.loads(next(tmp_path.rglob("ranking.json")).read_text())["evaluations"]
+    data, calibration = monitor._data or [], monitor._calibration or []
+    assert len(data) == len(calibration) == 2 and not torch.equal(data[0][0], calibration[0][0])
     assert [first["epoch"], second["epoch"]] == [1, 2] and first["architectures"] == second["architectures"]
     assert first["truth"] is None and "kendall_tau" not in first and "stability" not in first
     assert -1 <= second["stability"] <= 1 and all(0 <= a <= 100 for a in first["supernet"] + second["supernet"])
@@ -119,3 +122,5 @@ def test_ranking_monitor_without_a_truth_logs_spread_and_stability_on_a_darts_se
         RankingMonitor(cells=1)
     with pytest.raises(ValueError, match="at_epochs must hold integers >= 1"):
         RankingMonitor(at_epochs=[0, 4])
+    with pytest.raises(ValueError, match="recalibrate_batches must be an integer >= 0"):
+        RankingMonitor(recalibrate_batches=-1)

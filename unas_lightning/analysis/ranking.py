@@ -4,7 +4,9 @@ A search follows the supernet: it prefers the architectures whose one-hot evalua
 weights w is good. That choice is only as good as the ranking those evaluations induce, compared with
 the ranking by stand-alone accuracy (each architecture retrained from scratch). This module measures it:
 
-* :func:`supernet_accuracy`: accuracy of the supernet at one architecture (a genotype), shared weights;
+* :func:`supernet_accuracy`: accuracy of the supernet at one architecture (a genotype), shared weights,
+  with the batch norms' statistics of each batch or re-estimated for the architecture
+  (:func:`running_statistics`);
 * :func:`kendall_tau` (tau-b, ties counted) and :func:`spearman_rho` (Pearson on average ranks), the
   torchmetrics functions with this module's contract (plain floats, NaN for a constant sequence);
 * :func:`top_indices`: which items are "the top 20%" (at least 5), the one definition every top-20% figure
@@ -28,11 +30,12 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from unas_lightning.spaces.base import SearchSpace
@@ -73,9 +76,65 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     return float("nan") if pair is None else float(spearman_corrcoef(*pair))
 
 
+@contextmanager
+def running_statistics(
+    space: SearchSpace, arch: Mapping[str, Tensor], batches: Iterable[tuple[Tensor, Tensor]]
+) -> Iterator[None]:
+    """Within this block the supernet's batch norms use statistics re-estimated at ``arch`` on ``batches``.
+
+    A supernet's batch norms normalise with the statistics of the batch in front of them (no running
+    averages: the statistics of one path would not fit another). Single-path one-shot NAS (Guo et al.,
+    2020) evaluates an architecture instead with population statistics re-estimated for it: every batch
+    norm that keeps no running averages gets them for the block, as the plain mean of the per-batch
+    statistics of ``batches`` forwarded at ``arch`` (``momentum=None``), and normalises with them in
+    eval mode. On leaving, the batch norms are as they were (batch statistics, no buffers).
+
+    Examples:
+        >>> import torch
+        >>> from unas_lightning.spaces import NB201Space
+        >>> space = NB201Space(in_channels=1, num_classes=10, channels=4, cells_per_stage=1)
+        >>> arch = {k: torch.nn.functional.one_hot(torch.zeros(len(v), dtype=torch.long), v.shape[1]).float()
+        ...         for k, v in space.arch.items()}
+        >>> data = [(torch.randn(8, 1, 16, 16), torch.zeros(8, dtype=torch.long))] * 2
+        >>> with running_statistics(space, arch, data):
+        ...     space.eval()(data[0][0], arch).shape
+        torch.Size([8, 10])
+    """
+    norms = [m for m in space.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+    saved = [(m.momentum, m.training) for m in norms]
+    was_training = space.training
+    device = next(space.parameters()).device
+    try:
+        for m in norms:
+            m.track_running_stats, m.momentum = True, None
+            m.register_buffer("running_mean", torch.zeros(m.num_features, device=device))
+            m.register_buffer("running_var", torch.ones(m.num_features, device=device))
+            m.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        space.train()
+        with torch.no_grad():
+            seen = 0
+            for x, _ in batches:
+                space(x.to(device), arch)
+                seen += 1
+        if seen == 0:
+            raise ValueError("running_statistics got no batches to estimate the statistics on.")
+        space.eval()
+        yield
+    finally:
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.track_running_stats, m.momentum = False, momentum
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+            m.train(training)
+        space.train(was_training)
+
+
 @torch.no_grad()
 def supernet_accuracy(
-    space: SearchSpace, genotype: Genotype, batches: Iterable[tuple[Tensor, Tensor]], max_batches: int | None = None
+    space: SearchSpace,
+    genotype: Genotype,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    max_batches: int | None = None,
+    calibration: Iterable[tuple[Tensor, Tensor]] | None = None,
 ) -> float:
     """Top-1 accuracy of the supernet at ``genotype``'s one-hot architecture, with its shared weights.
 
@@ -84,21 +143,25 @@ def supernet_accuracy(
         genotype: an architecture of this space (``space.arch_of`` checks that it fits).
         batches: (x, y) batches, e.g. a search-val loader.
         max_batches: stop after this many batches (None: all).
+        calibration: batches to re-estimate the batch norms' statistics on at this architecture
+            (:func:`running_statistics`) before evaluating with them; None: each evaluation batch is
+            normalised with its own statistics.
     """
     device = next(space.parameters()).device
     arch = {k: v.to(device) for k, v in space.arch_of(genotype).items()}
     was_training = space.training
     space.eval()
     correct = total = 0
-    try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            correct += int((space(x, arch).argmax(-1) == y).sum())
-            total += int(y.numel())
-    finally:
-        space.train(was_training)
+    with running_statistics(space, arch, calibration) if calibration is not None else nullcontext():
+        try:
+            for i, (x, y) in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = x.to(device), y.to(device)
+                correct += int((space(x, arch).argmax(-1) == y).sum())
+                total += int(y.numel())
+        finally:
+            space.train(was_training)
     if total == 0:
         raise ValueError("supernet_accuracy got no batches.")
     return correct / total

@@ -32,7 +32,9 @@ class RankingMonitor(L.Callback):
     of the warm-up (the w-only epochs of ``SearchModule``) and, with ``every_n_epochs``, every that many
     epochs, this callback computes the supernet's one-hot accuracy (``analysis.ranking.supernet_accuracy``)
     at each of ``cells`` architectures, on the same first ``batches`` batches of the search-val loader
-    every time, and logs to every logger:
+    every time (with ``recalibrate_batches``, each architecture's batch norms first re-estimate their
+    statistics on the next that many search-val batches, as single-path one-shot NAS does), and logs to
+    every logger:
 
     * with a ground truth (``truth``: ``"fmnist201"``, the FMNIST-201 table of Fashion-MNIST, or a
       NAS-Bench-201 table, ``"cifar10"``, ``"cifar100"``, ``"imagenet16-120"``; NAS-Bench-201 space
@@ -59,6 +61,9 @@ class RankingMonitor(L.Callback):
             learning curve at a few budgets.
         top_k: the supernet's best architectures whose true rank ``ranking/top_k_overlap`` checks.
         seed: draws the architectures (the same set in every run with the same seed).
+        recalibrate_batches: search-val batches (after the ``batches`` evaluated) on which each
+            architecture's batch-norm statistics are re-estimated before its evaluation
+            (``analysis.ranking.running_statistics``); 0: each evaluation batch's own statistics.
 
     Examples:
         >>> RankingMonitor(truth="fmnist201", cells=50).truth
@@ -74,14 +79,17 @@ class RankingMonitor(L.Callback):
         top_k: int = 10,
         seed: int = 0,
         at_epochs: Sequence[int] = (),
+        recalibrate_batches: int = 0,
     ):
         super().__init__()
         if truth is not None and truth not in TRUTHS:
             raise ValueError(f"RankingMonitor: truth must be one of {TRUTHS} or None, got {truth!r}.")
-        for name, value, low in [("cells", cells, 2), ("batches", batches, 1), ("every_n_epochs", every_n_epochs, 0)]:
+        checks = [("cells", cells, 2), ("batches", batches, 1), ("every_n_epochs", every_n_epochs, 0),
+                  ("recalibrate_batches", recalibrate_batches, 0)]  # fmt: skip
+        for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"RankingMonitor: {name} must be an integer >= {low}, got {value!r}.")
-        self.truth, self.cells, self.batches = truth, cells, batches
+        self.truth, self.cells, self.batches, self.recalibrate_batches = truth, cells, batches, recalibrate_batches
         if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in at_epochs):
             raise ValueError(f"RankingMonitor: at_epochs must hold integers >= 1, got {list(at_epochs)!r}.")
         self.every_n_epochs, self.top_k, self.seed = every_n_epochs, top_k, seed
@@ -91,6 +99,7 @@ class RankingMonitor(L.Callback):
         self._genotypes: list[Genotype] | None = None
         self._truths: list[float] | None = None
         self._data: list[tuple[Tensor, Tensor]] | None = None
+        self._calibration: list[tuple[Tensor, Tensor]] | None = None
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -124,7 +133,8 @@ class RankingMonitor(L.Callback):
         """Supernet accuracies at the fixed architectures and the figures they give."""
         genotypes, truths = self.architectures(module)
         data = self.evaluation_data(trainer)
-        accuracies = [100 * supernet_accuracy(module.space, g, data) for g in genotypes]
+        calibration = self._calibration if self.recalibrate_batches else None
+        accuracies = [100 * supernet_accuracy(module.space, g, data, calibration=calibration) for g in genotypes]
         record: dict[str, Any] = {
             "mean_accuracy": statistics.fmean(accuracies),
             "accuracy_spread": statistics.pstdev(accuracies),
@@ -167,15 +177,22 @@ class RankingMonitor(L.Callback):
         return list(genotypes), [float(table.accuracy(g)) for g in genotypes]
 
     def evaluation_data(self, trainer: L.Trainer) -> list[tuple[Tensor, Tensor]]:
-        """The first ``batches`` search-val batches, kept on the CPU: the same data at every evaluation."""
+        """The first ``batches`` search-val batches, kept on the CPU: the same data at every evaluation (and
+        the next ``recalibrate_batches`` as the calibration data)."""
         if self._data is None:
             datamodule = getattr(trainer, "datamodule", None)
             loader = datamodule.val_dataloader() if datamodule is not None else trainer.val_dataloaders
             if loader is None:
                 raise ValueError("RankingMonitor needs validation data (a datamodule's val_dataloader).")
-            self._data = []
+            kept: list[tuple[Tensor, Tensor]] = []
             for x, y in loader:
-                self._data.append((x, y))
-                if len(self._data) == self.batches:
+                kept.append((x, y))
+                if len(kept) == self.batches + self.recalibrate_batches:
                     break
+            self._data, self._calibration = kept[: self.batches], kept[self.batches :]
+            if self.recalibrate_batches and not self._calibration:
+                raise ValueError(
+                    f"RankingMonitor: recalibrate_batches={self.recalibrate_batches} needs search-val batches "
+                    f"beyond the {self.batches} evaluated; the loader has {len(kept)}. Lower batches."
+                )
         return self._data
