@@ -547,3 +547,27 @@ def test_coupled_conditional_noise_is_exp1_given_the_sample():
         assert (e.mean(0) - 1).abs().max() < 5 * se, (k, e.mean(0))
         assert (e.var(0) - 1).abs().max() < 5 * 2.9 * se, (k, e.var(0))
         assert ((e > 1).float().mean(0) - math.exp(-1)).abs().max() < 5 * 0.49 * se
+
+
+@pytest.mark.parametrize("make", [StraightThroughGumbel, ReinMax, GumbelSoftmax, Softmax, Reinforce, Rebar, Relax])
+def test_every_estimator_steps_phi_on_a_sampled_nb201_cell_whose_output_is_zero(make):
+    """A NAS-Bench-201 cell whose every edge is "none" outputs zeros: no operation depends on the rows. The
+    straight-through estimators' loss then had no graph to phi and the search crashed in its phi-step
+    ("element 0 of tensors does not require grad", GDAS and ReinMax on nb201_fmnist.yaml); now every
+    estimator returns a loss whose backward runs, with finite gradients."""
+    from unas_lightning.spaces import NB201Space
+
+    torch.manual_seed(0)
+    space = NB201Space(in_channels=1, num_classes=10, channels=4, cells_per_stage=1)
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    none_first = torch.full_like(space.arch["cell"], -30.0)
+    none_first[..., 0] = 30.0  # "none" on every edge, all but surely
+    logits = {"cell": none_first.requires_grad_(True)}
+
+    def loss_fn(arch):
+        return torch.nn.functional.cross_entropy(space(x, arch), y)
+
+    out = make().surrogate(logits, loss_fn)
+    out.loss.backward()
+    grad = logits["cell"].grad
+    assert grad is not None and torch.isfinite(grad).all()

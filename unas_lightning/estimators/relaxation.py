@@ -34,4 +34,8 @@ class Relaxation(Estimator):
     def surrogate(self, logits: Mapping[str, Tensor], loss_fn: LossFn) -> EstimatorOutput:
         relaxed, reported = self.relax(logits)
         loss = loss_vector(loss_fn(relaxed), logits).mean()  # a scalar, or per-example losses averaged
+        # A sampled network whose output does not depend on its rows (every path through "none": the
+        # output is zero) has the gradient 0 through them; the zero term keeps a graph to phi so that the
+        # backward runs, on every DDP rank alike, instead of failing on a loss without one.
+        loss = loss + 0.0 * sum(r.sum() for r in relaxed.values() if r.requires_grad)
         return EstimatorOutput(loss=loss, arch=reported, value=loss.detach())
