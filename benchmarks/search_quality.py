@@ -17,10 +17,12 @@ whether it collapsed to a parameter-free cell (no convolution), and its NAS-Benc
 * ``rsps``: random sampling with parameter sharing (Li & Talwalkar 2019): the supernet trained for the
   same budget with phi held uniform, then the best of ``--rsps-cells`` uniformly drawn cells by their
   supernet accuracy (shared weights, on 32 search-val batches);
-* ``random_equal``: random search at equal compute: as many cells as the ``unas_gen`` search's wall
-  time would have trained alone (the table's median training time per cell, on as many workers as the
-  table was built with), drawn from the table's uniform sample; the best by one seed's validation
-  accuracy is the result.
+* ``random_equal``: random search at equal compute: as many cells as the CPU time the ``unas_gen``
+  search consumed (``search_cpu_s``: processor seconds summed over its threads, so neither other jobs
+  on the machine nor the thread count change it) would have trained alone, at the table's median
+  training cost per cell (its wall time on one thread, times the threads per training), drawn from the
+  table's uniform sample; the best by one seed's validation accuracy is the result. On a GPU, where
+  processor time does not measure the work, compare wall times instead.
 
 Per comparison the docs make, an exact one-sided permutation test over the seeds (is A's mean test
 accuracy above B's?) gives the p-value. Each run is saved as it ends (``runs.jsonl`` in ``--out``); a
@@ -88,13 +90,17 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "rsps": ("random sampling with parameter sharing", ["--model.init_args.warmup_epochs", "1000"]),
+    "unas_gen_wd": (
+        "UNAS on L_gen, supernet with weight decay 5e-4 (ranked better in the ranking study)",
+        ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
+    ),
 }
 BASELINE = "random_equal"
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
     ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
     ("unas_gen", "snas"),
-    ("unas_gen", "rsps"), ("unas_gen", BASELINE),
+    ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"),
 ]  # fmt: skip
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}
 
@@ -113,7 +119,7 @@ def _cli(args: list[str]) -> Any:
 def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """One search through the CLI: the derived cell (or, for ``rsps``, the supernet's pick) and its wall time."""
     name = f"{method}_{seed}"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     cli = _cli(
         [
             "fit", "--config", str(CONFIG), *args.budget, *METHODS[method][1], "--seed_everything", str(seed),
@@ -126,7 +132,13 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
         cell = rsps_pick(cli, args.rsps_cells, seed)
     else:
         cell = cli.model.space.genotype()
-    return {"method": method, "seed": seed, "arch": cell.to_arch_str(), "search_s": time.perf_counter() - t0}
+    return {
+        "method": method,
+        "seed": seed,
+        "arch": cell.to_arch_str(),
+        "search_s": time.perf_counter() - t0,
+        "search_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
@@ -142,9 +154,9 @@ def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
     return max(candidates, key=lambda g: supernet_accuracy(space, g, batches))
 
 
-def random_equal(seed: int, seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+def random_equal(seed: int, cpu_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
     """Random search at equal compute: the best (one seed's validation accuracy) of as many table cells as
-    ``seconds`` would have trained alone."""
+    ``cpu_seconds`` of processor time would have trained alone."""
     import torch
 
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
@@ -152,12 +164,19 @@ def random_equal(seed: int, seconds: float, args: argparse.Namespace) -> dict[st
     table = FMNIST201Table(args.table, train_missing=False)
     uniform = [r for k, r in sorted(table.records.items()) if k in table.shipped and r.get("source") == "uniform"]
     per_cell = statistics.median(s for r in uniform for s in r["train_seconds"])
-    found = re.search(r"(\d+) worker", table.meta.get("hardware", ""))
-    workers = int(found.group(1)) if found else 1  # the table's cells trained this many at once
-    k = max(1, min(len(uniform), round(seconds * workers / per_cell)))
+    found = re.search(r"x (\d+) thread", table.meta.get("hardware", ""))
+    threads = int(found.group(1)) if found else 1  # each of the table's trainings ran on this many threads
+    k = max(1, min(len(uniform), round(cpu_seconds / (per_cell * threads))))
     order = torch.randperm(len(uniform), generator=torch.Generator().manual_seed(10_000 + seed)).tolist()
     best = max((uniform[i] for i in order[:k]), key=lambda r: r["val_acc"][0])
-    return {"method": BASELINE, "seed": seed, "arch": best["arch"], "search_s": seconds, "cells_trained": k}
+    return {
+        "method": BASELINE,
+        "seed": seed,
+        "arch": best["arch"],
+        "search_s": k * per_cell,
+        "search_cpu_s": k * per_cell * threads,
+        "cells_trained": k,
+    }
 
 
 def judge(run: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -209,8 +228,8 @@ def tables(runs: list[dict[str, Any]]) -> str:
         by_method.setdefault(r["method"], []).append(r)
     rows = [
         "| method | seeds | test acc % (mean ± std) | every seed | percentile | regret | collapsed | "
-        "CIFAR-10 % | search s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "CIFAR-10 % | search s | search CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, mine in by_method.items():
         judged = [r for r in mine if not r["missing"]]
@@ -222,7 +241,8 @@ def tables(runs: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {method} | {len(mine)} | {spread} | {every} | {_f([r['percentile'] for r in judged], 1)} | "
             f"{_f([r['regret'] for r in judged])} | {sum(r['collapsed'] for r in mine)}/{len(mine)} | "
-            f"{_f([r['cifar10'] for r in mine])} | {statistics.fmean(r['search_s'] for r in mine):.0f} |"
+            f"{_f([r['cifar10'] for r in mine])} | {statistics.fmean(r['search_s'] for r in mine):.0f} | "
+            f"{_f([r['search_cpu_s'] for r in mine if 'search_cpu_s' in r], 0)} |"
         )
     tests = []
     for a, b in COMPARISONS:
@@ -304,11 +324,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 if (method, seed) in done:
                     continue
                 if method == BASELINE:  # the unas_gen search of this seed sets the compute
-                    gen = [r for r in runs if r["method"] == "unas_gen" and r["seed"] == seed]
+                    gen = [r for r in runs if r["method"] == "unas_gen" and r["seed"] == seed and "search_cpu_s" in r]
                     if not gen:
                         print(f"{BASELINE} seed {seed}: needs the unas_gen run of that seed", file=sys.stderr)
                         continue
-                    run = random_equal(seed, gen[0]["search_s"], args)
+                    run = random_equal(seed, gen[0]["search_cpu_s"], args)
                 else:
                     run = search(method, seed, args, out)
                 run = judge(run, args, out)

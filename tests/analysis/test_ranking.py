@@ -98,6 +98,8 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
         assert r["missing"] or (0 <= r["percentile"] <= 100 and r["regret"] >= 0)
         assert 10 <= r["cifar10"] <= 100 and r["search_s"] > 0 and r["collapsed"] in (True, False)
     assert not runs[2]["missing"] and runs[2]["cells_trained"] >= 1  # random search draws from the table
+    # equal compute is counted in processor seconds: a smoke search costs less than one cell's training
+    assert 0 < runs[0]["search_cpu_s"] < 30 and runs[2]["cells_trained"] == 1
     table = (tmp_path / "table.md").read_text().splitlines()
     assert table[0].startswith("| method | seeds | test acc % (mean ± std) | every seed | percentile |")
     assert [line.split("|")[1].strip() for line in table[2:5]] == ["unas_gen", "rsps", "random_equal"]
