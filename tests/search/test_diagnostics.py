@@ -124,3 +124,29 @@ def test_ranking_monitor_without_a_truth_logs_spread_and_stability_on_a_darts_se
         RankingMonitor(at_epochs=[0, 4])
     with pytest.raises(ValueError, match="recalibrate_batches must be an integer >= 0"):
         RankingMonitor(recalibrate_batches=-1)
+
+
+def test_the_p_phi_heatmap_names_its_columns_per_family_of_selectors():
+    """ArchitectureMonitor.heatmap: the DARTS space's input rows and operation rows in two panels whose columns
+    carry the names; a space whose selectors share no names gets one panel with the names in its cells."""
+    from unas_lightning.callbacks import ArchitectureMonitor
+    from unas_lightning.spaces import NB201Space
+
+    def panels(space):
+        probs = {k: torch.softmax(v.detach(), -1) for k, v in space.arch.items()}
+        fig = ArchitectureMonitor.heatmap(space, probs)
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        return [([t.get_text() for t in ax.get_xticklabels()], len(ax.get_yticklabels()), len(ax.texts)) for ax in axes]
+
+    darts = DartsSpace(in_channels=1, num_classes=10, channels=4, layers=2, nodes=4)
+    (inputs, n_inputs, _), (ops, n_ops, _) = panels(darts)
+    assert inputs == darts.category_names("normal_node3_input") and n_inputs == 16  # 2 cells x 4 nodes x 2 inputs
+    assert ops == darts.category_names("normal_node0_op") and n_ops == 16
+    assert [p[:2] for p in panels(NB201Space())] == [(NB201Space().category_names("cell"), 6)]
+
+    class Unnamed(DartsSpace):
+        def category_names(self, key):
+            return [f"{key}:{i}" for i in range(self.arch[key].shape[-1])]
+
+    ((_, rows, texts),) = panels(Unnamed(in_channels=1, num_classes=10, channels=4, layers=2, nodes=4))
+    assert rows == 32 and texts == sum(v.numel() for v in darts.arch.values())  # every cell named

@@ -94,33 +94,58 @@ class ArchitectureMonitor(L.Callback):
 
     @staticmethod
     def heatmap(space: SearchSpace, probs: dict[str, torch.Tensor], title: str = "p_phi") -> Figure:
-        """A matplotlib figure: one row per selector (row of a logits tensor), one column per category."""
+        """A matplotlib figure: one row per selector (row of a logits tensor), one column per category.
+
+        Rows whose category names continue one another (the DARTS space's operation rows; its input rows,
+        whose candidates grow by one node per node) share a panel whose columns carry the names; a space
+        with more than four such families gets one panel with the names written in the cells instead."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows, labels, names = [], [], []
+        families: list[tuple[list[str], list[tuple[str, torch.Tensor]]]] = []  # (column names, rows)
         for key, p in probs.items():
             p2 = p.reshape(-1, p.shape[-1])
-            for r, row in enumerate(p2):
-                rows.append(row)
-                labels.append(key if p2.shape[0] == 1 else f"{key}[{r}]")
-                names.append(space.category_names(key))
-        width = max(len(r) for r in rows)
-        grid = torch.full((len(rows), width), float("nan"))
-        for i, row in enumerate(rows):
-            grid[i, : len(row)] = row
-        fig, ax = plt.subplots(figsize=(2 + 0.6 * width, 1 + 0.22 * len(rows)))
-        image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_yticks(range(len(rows)), labels, fontsize=6)
-        ax.set_xticks(range(width), [str(i) for i in range(width)], fontsize=7)
-        for i, row_names in enumerate(names):  # the category names, written in the cells
-            for j, name in enumerate(row_names):
-                ax.text(j, i, name, ha="center", va="center", fontsize=4, color="white")
-        ax.set_title(title)
-        fig.colorbar(image, ax=ax, fraction=0.03)
-        fig.tight_layout()
+            names = list(space.category_names(key))
+            labels = [key if p2.shape[0] == 1 else f"{key}[{r}]" for r in range(p2.shape[0])]
+            for columns, rows in families:
+                shorter, longer = sorted((names, columns), key=len)
+                if longer[: len(shorter)] == shorter:  # one list continues the other: the same family
+                    columns[:] = longer
+                    rows.extend(zip(labels, p2, strict=True))
+                    break
+            else:
+                families.append((names, list(zip(labels, p2, strict=True))))
+        in_cells = len(families) > 4
+        if in_cells:  # one panel, every row's own names in its cells
+            families = [([], [(label, row) for _, rows in families for label, row in rows])]
+            cell_names = [list(space.category_names(k)) for k, p in probs.items() for _ in range(p[..., 0].numel())]
+        width = max(len(row) for _, rows in families for _, row in rows)
+        heights = [len(rows) for _, rows in families]
+        fig, axes = plt.subplots(
+            len(families),
+            1,
+            figsize=(2 + 0.6 * width, 1.2 + 0.22 * sum(heights) + 0.6 * len(families)),
+            gridspec_kw={"height_ratios": heights},
+            squeeze=False,
+            layout="constrained",
+        )
+        for ax, (columns, rows) in zip(axes[:, 0], families, strict=True):
+            grid = torch.full((len(rows), width), float("nan"))
+            for i, (_, row) in enumerate(rows):
+                grid[i, : len(row)] = row
+            image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=6)
+            if in_cells:
+                ax.set_xticks(range(width), [str(i) for i in range(width)], fontsize=7)
+                for i, row_names in enumerate(cell_names):
+                    for j, name in enumerate(row_names):
+                        ax.text(j, i, name, ha="center", va="center", fontsize=4, color="white")
+            else:
+                ax.set_xticks(range(len(columns)), columns, fontsize=6, rotation=30, ha="right")
+        axes[0, 0].set_title(title)
+        fig.colorbar(image, ax=list(axes[:, 0]), fraction=0.03)
         return fig
 
     # -- end of training -------------------------------------------------------------------------------
