@@ -223,7 +223,9 @@ def predictors(args, clock: Clock) -> dict:
             }
             for kind in (*COST_MODELS, "auto"):
                 t0 = time.perf_counter()
-                fit = fit_cost_model(archs, first, kind=kind, holdout=0.2, alpha=1e-3, seed=args.seed)
+                fit = fit_cost_model(
+                    archs, first, kind=kind, holdout=0.2, alpha=1e-3, seed=args.seed, mlp_steps=args.mlp_steps
+                )
                 row["models"][kind] = {
                     "chosen": fit.kind,
                     "mape": fit.test_mape,
@@ -377,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--table-chunk", default="1/40", help="(table) the I/K chunk of the 6,466 classes")
     parser.add_argument("--table-workers", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mlp-steps", type=int, default=1000, help="(predictors) Adam steps of the MLP cost model")
     parser.add_argument("--quick", action="store_true", help="CPU, toy sizes: checks the script (the test suite)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
@@ -385,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {list(PARTS)}")
     if args.quick:
         args.device, args.archs, args.warmup, args.repeats, args.scale = "cpu", 20, 1, 3, "toy"
+        args.mlp_steps = 200
         args.budget = float("inf")  # toy sizes, nothing skipped for time: the run checks the script, not the device
         parts = [p for p in parts if p != "table"]
     if args.scale is None:

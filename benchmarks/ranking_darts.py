@@ -158,7 +158,7 @@ def supernet(archs: list[str], truth: list[float], args: argparse.Namespace) -> 
             if epoch not in args.eval_at and epoch != args.epochs:
                 return
             acc = [100 * supernet_accuracy(space, g, batches) for g in genotypes]
-            low, high = bootstrap_tau(acc, truth)
+            low, high = bootstrap_tau(acc, truth, args.bootstrap)
             point = {
                 "epochs": epoch,
                 "steps": trainer.global_step,
@@ -219,12 +219,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="the quickstart's epoch")
     parser.add_argument("--eval-batches", type=int, default=20, help="search-val batches per accuracy")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=2000, help="resamples of each tau's 95%% interval")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ranking_darts")
     parser.add_argument("--quick", action="store_true", help="4 cells, a tiny judge, 2 supernet epochs of 5 steps")
     args = parser.parse_args(argv)
     if args.quick:
         args.cells, args.epochs, args.eval_at, args.steps_per_epoch, args.eval_batches = 4, 2, [1, 2], 5, 2
+        args.bootstrap = 200
     args.out.mkdir(parents=True, exist_ok=True)
     from unas_lightning.analysis.ranking import kendall_tau
 
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seed0 = [results[a]["0"]["val"] for a in archs]
     seed1 = [results[a]["1"]["val"] for a in archs]
     truth = [(a + b) / 2 for a, b in zip(seed0, seed1, strict=True)]
-    ceiling, ceiling_ci = kendall_tau(seed0, seed1), bootstrap_tau(seed0, seed1)
+    ceiling, ceiling_ci = kendall_tau(seed0, seed1), bootstrap_tau(seed0, seed1, args.bootstrap)
     points = supernet(archs, truth, args)
     noise = statistics.fmean(abs(a - b) / 2**0.5 for a, b in zip(seed0, seed1, strict=True))
     summary = {

@@ -37,11 +37,11 @@ Fashion-MNIST batches, through ``SearchModule`` and a Lightning ``Trainer`` as a
 under ``torch.autocast``), ``--channels-last`` puts the supernet and its inputs in the channels-last
 memory format; ``--json PATH`` writes the table's rows.
 
-Each (method, round) runs in a fresh process and the rounds are interleaved, so drift hits every
-method alike. Time per step is the median over all timed steps of all rounds (wall time of
-``training_step``, host-synchronised on GPU); memory is the peak above the memory held before the
-timed steps and the peak in all (CUDA allocator on GPU; on CPU the process's resident set, which
-includes the data set and the libraries). The last line reads
+Each (method, round) runs in a fresh process (``--quick``: all in this one, to check the script) and
+the rounds are interleaved, so drift hits every method alike. Time per step is the median over all
+timed steps of all rounds (wall time of ``training_step``, host-synchronised on GPU); memory is the
+peak above the memory held before the timed steps and the peak in all (CUDA allocator on GPU; on CPU
+the process's resident set, which includes the data set and the libraries). The last line reads
 ``ratios: unas/darts1=X.XX unas/floor=Y.YY``.
 """
 
@@ -316,7 +316,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--quick", action="store_true", help="unas, darts1 and floor, 1 round of 2 timed steps (checks the script)"
+        "--quick",
+        action="store_true",
+        help="unas, darts1 and floor, 1 round of 2 timed steps, in this process (checks the script)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -340,12 +342,15 @@ def main() -> None:
         passthrough.append(a)
     for r in range(args.rounds):
         for m in methods:
-            cmd = [sys.executable, __file__, *passthrough, "--worker", m, "--seed", str(args.seed + r)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                sys.exit(f"{m} failed:\n{proc.stderr[-3000:]}")
-            row = json.loads(lines[-1][len("RESULT ") :])
+            if args.quick:  # checks the script, not the timings: every method in this process
+                row = worker(m, argparse.Namespace(**{**vars(args), "seed": args.seed + r}))
+            else:
+                cmd = [sys.executable, __file__, *passthrough, "--worker", m, "--seed", str(args.seed + r)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    sys.exit(f"{m} failed:\n{proc.stderr[-3000:]}")
+                row = json.loads(lines[-1][len("RESULT ") :])
             times[m] += row["times"]
             peaks[m].append(row["peak_mib"])
             totals[m].append(row["total_mib"])

@@ -23,38 +23,6 @@ def _genotype_in(tmp_path):
     return genotype
 
 
-def test_quickstart_config_runs_as_a_subprocess(tmp_path):
-    proc = subprocess.run(
-        [*unas_cli(), *tiny_args(tmp_path)], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _genotype_in(tmp_path)
-    # everything under --trainer.default_root_dir, in <root>/<logger name>/version_0, and `latest` names it
-    run = tmp_path / "quickstart" / "version_0"
-    assert (run / "genotype.json").is_file() and (tmp_path / "quickstart" / "latest").resolve() == run.resolve()
-    assert "retrain it:" in proc.stdout + proc.stderr and str(run / "genotype.json") in proc.stdout + proc.stderr
-    ckpt = next(tmp_path.rglob("last.ckpt"))
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    assert any(k.startswith("space.arch.") for k in state)
-    # ArchitectureMonitor: entropy per selector and p_phi heatmaps in TensorBoard, summary.json at the end
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent)).Reload()
-    tags = events.Tags()
-    assert {"arch/entropy/normal_node0_op", "arch/max_prob/reduce_node3_input"} <= set(tags["scalars"])
-    assert "arch/p_phi" in tags["images"] and len(events.Images("arch/p_phi")) == 2  # one per epoch
-    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
-    assert summary["genotype"] == _genotype_in(tmp_path).to_dict()
-    search_net, retrain_net = summary["search_network"], summary["retrain_network"]
-    assert search_net["parameters"] > 0 and search_net["multiply_adds"] > 0 and summary["costs"] == {}
-    # the quickstart names its retrain config: the network retraining trains is the larger one, and sized
-    assert retrain_net["config"] == "configs/retrain/quick_fmnist.yaml" and "error" not in retrain_net
-    assert (
-        retrain_net["parameters"] > 3 * search_net["parameters"]
-        and "--model.init_args.genotype" in retrain_net["command"]
-    )
-
-
 @pytest.mark.parametrize(
     "class_path",
     [

@@ -188,7 +188,11 @@ def test_the_nas_bench_201_search_config_runs_under_ddp_with_its_ranking_monitor
 @pytest.mark.slow
 def test_the_quickstart_as_shipped_on_one_process(tmp_path):
     """The README's first command on 512 examples: progress bar, model summary, TensorBoard logger, checkpoints
-    and batch limits as configured; the files the README names are written."""
+    and batch limits as configured; the files the README names are written, in <root>/<logger name>/version_0
+    with ``latest`` naming it; ArchitectureMonitor's scalars, heatmaps and summary (the search network and the
+    retrain config's larger network, sized)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     args = ["fit", "--config", str(QUICKSTART), *SMALL, "--trainer.default_root_dir", str(tmp_path)]
     code, left = launch_in_session(args, tmp_path / "search.log", 240)
     text = (tmp_path / "search.log").read_text()
@@ -196,9 +200,20 @@ def test_the_quickstart_as_shipped_on_one_process(tmp_path):
     assert "Epoch 3: 100%" in text and "Total params" in text, "no progress bar or no model summary"
     assert "manual optimization" not in text, "Lightning's ModelCheckpoint warning (with its code example) is back"
     run = tmp_path / "quickstart" / "latest"
+    assert run.resolve() == (tmp_path / "quickstart" / "version_0").resolve()
     for name in ("genotype.json", "genotypes.jsonl", "summary.json", "config.yaml", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
-    assert any(run.glob("events.out.tfevents.*")), "no TensorBoard log"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("space.arch.") for k in state)
+    events = EventAccumulator(str(next(run.glob("events.out.tfevents.*")).parent)).Reload()
+    assert {"arch/entropy/normal_node0_op", "arch/max_prob/reduce_node3_input"} <= set(events.Tags()["scalars"])
+    assert len(events.Images("arch/p_phi")) == 4  # one per epoch
     summary = json.loads((run / "summary.json").read_text())
     assert summary["genotype"] == json.loads((run / "genotype.json").read_text())
+    search_net, retrain_net = summary["search_network"], summary["retrain_network"]
+    assert search_net["parameters"] > 0 and search_net["multiply_adds"] > 0 and summary["costs"] == {}
+    # the quickstart names its retrain config: the network retraining trains is the larger one, and sized
+    assert retrain_net["config"] == "configs/retrain/quick_fmnist.yaml" and "error" not in retrain_net
+    assert retrain_net["parameters"] > 3 * search_net["parameters"]
+    assert "--model.init_args.genotype" in retrain_net["command"]
     assert "retrain it:" in text and str(run.resolve() / "genotype.json") in text.replace("\n", "")
