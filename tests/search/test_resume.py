@@ -7,12 +7,13 @@ import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_cli_here
 
 from unas_lightning.cli.checkpoints import find_last_checkpoint, load_checkpoint
 
 
-def _search(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
+def _search(tmp_path, name: str, *extra: str, capsys=None) -> subprocess.CompletedProcess:
+    """The search in a child process, or in this one when ``capsys`` is given (a run that is not killed)."""
     probe = {"class_path": "ddp_probe.DumpPhiPerRank", "init_args": {"out_dir": str(tmp_path / name / "probe")}}
     args = [
         "fit", "--config", str(ROOT / "configs/search/quickstart.yaml"),
@@ -28,7 +29,7 @@ def _search(tmp_path, name: str, *extra: str) -> subprocess.CompletedProcess:
         "--data.init_args.max_train_examples", "512",
         *extra,
     ]  # fmt: skip
-    return run_cli(args)
+    return run_cli(args) if capsys is None else run_cli_here(args, capsys)
 
 
 def _genotype(run_dir) -> dict:
@@ -38,8 +39,8 @@ def _genotype(run_dir) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
-def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_phi_and_genotype(tmp_path):
-    full = _search(tmp_path, "full")
+def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_phi_and_genotype(tmp_path, capsys):
+    full = _search(tmp_path, "full", capsys=capsys)  # the uninterrupted run needs no process of its own
     assert full.returncode == 0, full.stderr[-3000:]
 
     # epoch 1 is a search epoch (w and phi steps: two optimizer steps per batch); last.ckpt is written
