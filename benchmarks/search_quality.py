@@ -222,10 +222,16 @@ def permutation_p(a: list[float], b: list[float]) -> float:
     return hits / total
 
 
+def _methods(runs: list[dict[str, Any]]) -> list[str]:
+    """The methods of these runs in the order of ``METHODS`` (the baseline last), whatever order they ran in."""
+    order = [*METHODS, BASELINE]
+    return sorted({r["method"] for r in runs}, key=lambda m: order.index(m) if m in order else len(order))
+
+
 def tables(runs: list[dict[str, Any]]) -> str:
-    by_method: dict[str, list[dict[str, Any]]] = {}
+    by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in _methods(runs)}
     for r in runs:
-        by_method.setdefault(r["method"], []).append(r)
+        by_method[r["method"]].append(r)
     rows = [
         "| method | seeds | test acc % (mean ± std) | every seed | percentile | regret | collapsed | "
         "CIFAR-10 % | search s | search CPU s |",
@@ -272,7 +278,7 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
 
     table = FMNIST201Table(args.table, train_missing=False)
     background = [statistics.fmean(table.records[k]["test_acc"]) for k in table.shipped]
-    methods = list(dict.fromkeys(r["method"] for r in runs))
+    methods = _methods(runs)
     fig, ax = plt.subplots(figsize=(1.0 * len(methods) + 3, 4))
     ax.violinplot([background], positions=[-1], showextrema=False)
     for i, m in enumerate(methods):
