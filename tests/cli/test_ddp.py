@@ -2,8 +2,10 @@
 
 Each run here changes nothing but the data size (``max_train_examples``) and where it writes: the
 progress bar, the model summary, the logger, the checkpoint callback and the ``limit_*`` batches are the
-config's. Every run is a real 2-process gloo DDP job launched as ``unas-cli`` in a session of its own, so
-that a test can check that no rank outlives it; pytest-timeout fails a test that hangs.
+config's. Every DDP run is a real 2-process gloo job launched as ``unas-cli`` in a session of its own, so
+that a test can check that no rank outlives it (the quickstart on one process is launched the same way;
+the retrain checkpoint's one-process ``test`` runs in the test's process); pytest-timeout fails a test
+that hangs.
 """
 
 from __future__ import annotations

@@ -104,24 +104,24 @@ class ArchitectureMonitor(L.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        families: list[tuple[list[str], list[tuple[str, torch.Tensor]]]] = []  # (column names, rows)
+        # (column names, rows); a row is (label, its probabilities, its category names)
+        families: list[tuple[list[str], list[tuple[str, torch.Tensor, list[str]]]]] = []
         for key, p in probs.items():
             p2 = p.reshape(-1, p.shape[-1])
             names = list(space.category_names(key))
-            labels = [key if p2.shape[0] == 1 else f"{key}[{r}]" for r in range(p2.shape[0])]
-            for columns, rows in families:
+            rows = [(key if p2.shape[0] == 1 else f"{key}[{r}]", row, names) for r, row in enumerate(p2)]
+            for columns, members in families:
                 shorter, longer = sorted((names, columns), key=len)
                 if longer[: len(shorter)] == shorter:  # one list continues the other: the same family
                     columns[:] = longer
-                    rows.extend(zip(labels, p2, strict=True))
+                    members.extend(rows)
                     break
             else:
-                families.append((names, list(zip(labels, p2, strict=True))))
+                families.append((list(names), rows))
         in_cells = len(families) > 4
         if in_cells:  # one panel, every row's own names in its cells
-            families = [([], [(label, row) for _, rows in families for label, row in rows])]
-            cell_names = [list(space.category_names(k)) for k, p in probs.items() for _ in range(p[..., 0].numel())]
-        width = max(len(row) for _, rows in families for _, row in rows)
+            families = [([], [row for _, members in families for row in members])]
+        width = max(len(row) for _, rows in families for _, row, _ in rows)
         heights = [len(rows) for _, rows in families]
         fig, axes = plt.subplots(
             len(families),
@@ -133,13 +133,13 @@ class ArchitectureMonitor(L.Callback):
         )
         for ax, (columns, rows) in zip(axes[:, 0], families, strict=True):
             grid = torch.full((len(rows), width), float("nan"))
-            for i, (_, row) in enumerate(rows):
+            for i, (_, row, _) in enumerate(rows):
                 grid[i, : len(row)] = row
             image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=6)
+            ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=6)
             if in_cells:
                 ax.set_xticks(range(width), [str(i) for i in range(width)], fontsize=7)
-                for i, row_names in enumerate(cell_names):
+                for i, (_, _, row_names) in enumerate(rows):
                     for j, name in enumerate(row_names):
                         ax.text(j, i, name, ha="center", va="center", fontsize=4, color="white")
             else:
