@@ -94,13 +94,18 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         "UNAS on L_gen, supernet with weight decay 5e-4 (ranked better in the ranking study)",
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
     ),
+    "unas_gen_lr": (
+        "UNAS on L_gen, phi's Adam learning rate 0.05 instead of 0.01 (p_phi stays near uniform at 0.01)",
+        ["--model.init_args.phi_optimizer.init_args.lr", "0.05"],
+    ),
 }
 BASELINE = "random_equal"
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
     ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
     ("unas_gen", "snas"),
-    ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"),
+    ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
+    ("unas_gen_lr", BASELINE),
 ]  # fmt: skip
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}
 
@@ -138,6 +143,7 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
         "arch": cell.to_arch_str(),
         "search_s": time.perf_counter() - t0,
         "search_cpu_s": time.process_time() - cpu0,
+        "entropy": float(cli.model.space.distribution().entropy()),
     }
 
 
@@ -234,8 +240,8 @@ def tables(runs: list[dict[str, Any]]) -> str:
         by_method[r["method"]].append(r)
     rows = [
         "| method | seeds | test acc % (mean ± std) | every seed | percentile | regret | collapsed | "
-        "CIFAR-10 % | search s | search CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "CIFAR-10 % | p_phi entropy | search s | search CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, mine in by_method.items():
         judged = [r for r in mine if not r["missing"]]
@@ -247,7 +253,8 @@ def tables(runs: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {method} | {len(mine)} | {spread} | {every} | {_f([r['percentile'] for r in judged], 1)} | "
             f"{_f([r['regret'] for r in judged])} | {sum(r['collapsed'] for r in mine)}/{len(mine)} | "
-            f"{_f([r['cifar10'] for r in mine])} | {statistics.fmean(r['search_s'] for r in mine):.0f} | "
+            f"{_f([r['cifar10'] for r in mine])} | {_f([r['entropy'] for r in mine if 'entropy' in r])} | "
+            f"{statistics.fmean(r['search_s'] for r in mine):.0f} | "
             f"{_f([r['search_cpu_s'] for r in mine if 'search_cpu_s' in r], 0)} |"
         )
     tests = []
@@ -262,6 +269,12 @@ def tables(runs: list[dict[str, Any]]) -> str:
         rows += ["", "| comparison | mean difference (points) | p (exact permutation, one-sided) |", "|---|---|---|"]
         rows += tests
     return "\n".join(rows)
+
+
+def _entropy_of_run_folder(folder: Path) -> dict[str, float]:
+    """``{"entropy": H}`` from the newest ``summary.json`` the search wrote in ``folder`` (none: ``{}``)."""
+    summaries = sorted(folder.glob("*/version_*/summary.json"), key=lambda p: p.stat().st_mtime)
+    return {"entropy": json.loads(summaries[-1].read_text())["entropy"]} if summaries else {}
 
 
 def _f(values: list[float], digits: int = 2) -> str:
@@ -320,6 +333,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    for r in runs:
+        if "entropy" not in r:  # runs logged before the entropy was: their search's summary.json, if kept
+            r.update(_entropy_of_run_folder(out / "runs" / f"{r['method']}_{r['seed']}"))
     done = {(r["method"], r["seed"]) for r in runs}
     if not args.report_only:
         import lightning as L

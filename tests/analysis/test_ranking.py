@@ -100,8 +100,11 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
     assert not runs[2]["missing"] and runs[2]["cells_trained"] >= 1  # random search draws from the table
     # equal compute is counted in processor seconds: a smoke search costs less than one cell's training
     assert 0 < runs[0]["search_cpu_s"] < 30 and runs[2]["cells_trained"] == 1
+    # the searches record how far p_phi moved from uniform: rsps holds phi uniform (ln 5 nats per edge)
+    assert abs(runs[1]["entropy"] - math.log(5)) < 1e-5 and 0 < runs[0]["entropy"] <= math.log(5) + 1e-5
     table = (tmp_path / "table.md").read_text().splitlines()
     assert table[0].startswith("| method | seeds | test acc % (mean ± std) | every seed | percentile |")
+    assert "| p_phi entropy |" in table[0]
     assert [line.split("|")[1].strip() for line in table[2:5]] == ["unas_gen", "rsps", "random_equal"]
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
