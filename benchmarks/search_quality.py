@@ -12,11 +12,13 @@ cell each derives is read off the FMNIST-201 table (``GroundTruthReport``; a cel
 sample is trained with the table's protocol and both seeds, once, and cached in ``--out``): its test
 accuracy trained alone, its percentile among the table's cells, its regret against the table's best,
 whether it collapsed to a parameter-free cell (no convolution), and its NAS-Bench-201 CIFAR-10 accuracy
-(does the search transfer?). Two baselines need no gradient:
+(does the search transfer?). Three baselines need no gradient:
 
 * ``rsps``: random sampling with parameter sharing (Li & Talwalkar 2019): the supernet trained for the
   same budget with phi held uniform, then the best of ``--rsps-cells`` uniformly drawn cells by their
   supernet accuracy (shared weights, on 32 search-val batches);
+* ``params``: the same ``--rsps-cells`` candidates ranked by their parameter count instead (a zero-cost
+  ranker: no training at all), the largest taken: does the supernet rank better than a count?
 * ``random_equal``: random search at equal compute: as many cells as the CPU time the ``unas_gen``
   search consumed (``search_cpu_s``: processor seconds summed over its threads, so neither other jobs
   on the machine nor the thread count change it) would have trained alone, at the table's median
@@ -100,12 +102,14 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     ),
 }
 BASELINE = "random_equal"
+#: a zero-cost ranker (no training, no supernet) over the candidates rsps ranks
+PARAMS = "params"
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
     ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
     ("unas_gen", "snas"),
     ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
-    ("unas_gen_lr", BASELINE),
+    ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"),
 ]  # fmt: skip
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}
 
@@ -158,6 +162,29 @@ def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
     candidates = [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
     batches = list(itertools.islice(iter(cli.datamodule.val_dataloader()), 32))
     return max(candidates, key=lambda g: supernet_accuracy(space, g, batches))
+
+
+def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The cell with the most parameters (the table protocol's network; the first drawn on a tie) of the
+    ``cells`` uniformly drawn cells that ``rsps`` ranks with the supernet for the same seed: the same
+    candidates, ranked by a count instead of by shared weights."""
+    import torch
+
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+    from unas_lightning.spaces import NB201Space
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    space = NB201Space(in_channels=1, num_classes=10, channels=8, cells_per_stage=1)  # phi uniform, as rsps's
+    generator = torch.Generator().manual_seed(seed)
+    candidates = [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
+    best = max(candidates, key=FMNIST201Table(args.table, train_missing=False).params_m)
+    return {
+        "method": PARAMS,
+        "seed": seed,
+        "arch": best.to_arch_str(),
+        "search_s": time.perf_counter() - t0,
+        "search_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def random_equal(seed: int, cpu_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -230,7 +257,7 @@ def permutation_p(a: list[float], b: list[float]) -> float:
 
 def _methods(runs: list[dict[str, Any]]) -> list[str]:
     """The methods of these runs in the order of ``METHODS`` (the baseline last), whatever order they ran in."""
-    order = [*METHODS, BASELINE]
+    order = [*METHODS, PARAMS, BASELINE]
     return sorted({r["method"] for r in runs}, key=lambda m: order.index(m) if m in order else len(order))
 
 
@@ -308,27 +335,29 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--methods", default=",".join([*METHODS, BASELINE]))
+    parser.add_argument("--methods", default=",".join([*METHODS, PARAMS, BASELINE]))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
-        "--rsps-cells", type=int, default=100, help="rsps: uniformly drawn cells ranked by the supernet"
+        "--rsps-cells", type=int, default=100, help="rsps, params: uniformly drawn cells ranked (supernet, count)"
     )
     parser.add_argument("--table", default=None, help="the FMNIST-201 table (default: the one shipped)")
     parser.add_argument("--no-training", action="store_true", help="report cells outside the table as not judged")
     parser.add_argument("--out", default="runs/search_quality", help="runs.jsonl, the cells trained on demand, tables")
     parser.add_argument("--report-only", action="store_true", help="only the tables of the runs in --out")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: unas_gen, rsps, random_equal, 1 seed")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: unas_gen, rsps, params, random_equal, 1 seed"
+    )
     args = parser.parse_args(argv)
     args.budget = []  # the config's own budget; --quick shrinks it
     if args.quick:
-        args.methods, args.seeds, args.rsps_cells, args.no_training = f"unas_gen,rsps,{BASELINE}", 1, 4, True
+        args.methods, args.seeds, args.rsps_cells, args.no_training = f"unas_gen,rsps,{PARAMS},{BASELINE}", 1, 4, True
         args.budget = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
                        "--trainer.limit_val_batches", "1", "--model.init_args.warmup_epochs", "1",
                        "--data.init_args.max_train_examples", "512", "--data.init_args.batch_size", "16"]  # fmt: skip
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS and m != BASELINE]
+    unknown = [m for m in methods if m not in METHODS and m not in (PARAMS, BASELINE)]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {[*METHODS, BASELINE]}")
+        parser.error(f"unknown methods {unknown}; choose from {[*METHODS, PARAMS, BASELINE]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
@@ -351,6 +380,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         print(f"{BASELINE} seed {seed}: needs the unas_gen run of that seed", file=sys.stderr)
                         continue
                     run = random_equal(seed, gen[0]["search_cpu_s"], args)
+                elif method == PARAMS:
+                    run = params_pick(seed, args.rsps_cells, args)
                 else:
                     run = search(method, seed, args, out)
                 run = judge(run, args, out)
