@@ -33,7 +33,8 @@ Variants (each a setting the literature says matters; the default is ``discrete`
   the other half (``train_few_shot``; Zhao et al. 2021).
 
 The table ends with what one stand-alone training seed ranks like (its tau against the other seed):
-the noise of the ground truth itself, a ceiling no ranker can be measured beyond.
+the noise of the ground truth itself, a ceiling no ranker can be measured beyond; and with what the
+parameter count ranks like (a zero-cost ranker: a supernet below it has learned less than a count).
 
 An interrupted run resumes: variants already in ``--out``/results.json with the same settings are kept.
 Writes ``results.json``, ``table.md`` and ``ranking.png`` (tau against training minutes, one curve per
@@ -241,6 +242,22 @@ def ceiling() -> str:
     )
 
 
+def by_parameters() -> str:
+    """What a zero-cost ranker reaches: each connected cell of the table ranked by its network's parameter
+    count (no training at all), with the same figures as for a supernet."""
+    from unas_lightning.analysis.ranking import ranking_report
+    from unas_lightning.search.tabular import open_table
+
+    table = open_table("fmnist201")
+    cells = [g for g in table.cells() if g.connected()]  # type: ignore[attr-defined]
+    report = ranking_report([table.params_m(g) for g in cells], [table.accuracy(g) for g in cells])
+    return (
+        f"the parameter count as the ranker ({len(cells)} cells, no training): Kendall tau "
+        f"{report['kendall_tau']:.3f} (top 20% {report['kendall_tau_top20']:.3f}), Spearman rho "
+        f"{report['spearman_rho']:.3f}, top-10 in top 10% {report['top_k_overlap']:.0f}"
+    )
+
+
 def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     """The points of an earlier run in the same folder with the same settings (other variants aside)."""
     if not path.exists():
@@ -324,7 +341,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         points += train_few_shot(args, out) if variant == "few_shot" else train_supernet(variant, args, out).points
         (out / "results.json").write_text(json.dumps({"settings": vars(args), "points": points}, indent=1))
     points = [p for p in points if p["variant"] in variants]
-    text = table(points) + "\n" + ceiling()
+    text = table(points) + "\n" + ceiling() + "\n" + by_parameters()
     (out / "table.md").write_text(text + "\n")
     plot(points, out / "ranking.png")
     print(text)

@@ -163,6 +163,8 @@ def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path
     assert points[1]["minutes"] > points[0]["minutes"]  # training minutes accumulate over the epochs
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["points"] == points and (tmp_path / "ranking.png").stat().st_size > 0
+    references = (tmp_path / "table.md").read_text()  # the table's seed noise and the zero-cost ranker
+    assert "one training seed as the ranker" in references and "the parameter count as the ranker" in references
     assert capsys.readouterr().out.splitlines()[-1].startswith("best: ")
 
 
