@@ -304,6 +304,44 @@ def _entropy_of_run_folder(folder: Path) -> dict[str, float]:
     return {"entropy": json.loads(summaries[-1].read_text())["entropy"]} if summaries else {}
 
 
+def warmup_rankings(out: Path, table_path: str | None = None) -> str:
+    """Why the searches find what they find: the supernet's ranking at the end of the config's one-hot
+    warm-up (the cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs
+    with the same warm-up counted once, methods that warm up with another w-step left out) against the
+    parameter count's on the same cells."""
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+    from unas_lightning.analysis.ranking import ranking_report
+    from unas_lightning.spaces.nb201.genotype import NB201Genotype
+
+    size = FMNIST201Table(table_path, train_missing=False).params_m
+    seen, supernet, count, agree = set(), [], [], []
+    for path in sorted(out.glob("runs/*/*/version_*/ranking.json")):
+        method = path.parts[-4].rsplit("_", 1)[0]
+        if method not in METHODS or "--model.init_args.w_step_arch" in METHODS[method][1]:
+            continue
+        evaluations = json.loads(path.read_text()).get("evaluations") or [{}]
+        first = evaluations[0]
+        key = json.dumps([first.get("architectures"), first.get("supernet")])
+        if "supernet" not in first or key in seen:
+            continue
+        seen.add(key)
+        params = [size(NB201Genotype.from_arch_str(a["arch"])) for a in first["architectures"]]
+        supernet.append(ranking_report(first["supernet"], first["truth"])["kendall_tau"])
+        count.append(ranking_report(params, first["truth"])["kendall_tau"])
+        agree.append(ranking_report(first["supernet"], params)["kendall_tau"])
+    if len(supernet) < 2:
+        return ""
+
+    def ms(x: list[float]) -> str:
+        return f"{statistics.fmean(x):.2f} +- {statistics.stdev(x):.2f}"
+
+    return (
+        f"At the end of the warm-up ({len(supernet)} distinct warm-ups, the cells each RankingMonitor evaluated): "
+        f"the supernet ranks them at Kendall tau {ms(supernet)}, their parameter count at {ms(count)}; the two "
+        f"orders agree at {ms(agree)}."
+    )
+
+
 def _f(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f}" if values else "-"
 
@@ -391,6 +429,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 got = "not judged" if run["missing"] else f"{run['accuracy']:.2f}% (percentile {run['percentile']:.0f})"
                 print(f"{method} seed {seed}: {got}, {run['search_s']:.0f} s", file=sys.stderr)
     text = tables(runs)
+    why = warmup_rankings(out, args.table)
+    text += f"\n\n{why}" if why else ""
     (out / "table.md").write_text(text + "\n")
     if runs:
         plot(runs, args, out / "results.png")

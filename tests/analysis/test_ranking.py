@@ -124,6 +124,31 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
     assert bench.permutation_p([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 0.05
 
 
+def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_parameter_count(tmp_path):
+    """search_quality.warmup_rankings: one figure per distinct warm-up (a repeated one and a DARTS run, whose
+    warm-up trains the softmax mixture, left out); a supernet whose order is the parameter count's agrees
+    with it at tau 1, one that reverses it at -1."""
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+
+    bench = benchmark("search_quality")
+    table = FMNIST201Table(train_missing=False)
+    cells = sorted((g for g in table.cells() if g.connected()), key=table.params_m)
+    cells = [g for i, g in enumerate(cells) if i == 0 or table.params_m(g) > table.params_m(cells[i - 1])][:6]
+    archs = [{"space": "nb201", "arch": g.to_arch_str()} for g in cells]
+    truth = [table.accuracy(g) for g in cells]
+    rising = [float(i) for i in range(len(cells))]  # the supernet's accuracies, in parameter-count order
+    for run, supernet in [("unas_gen_0", rising), ("relax_0", rising), ("unas_val_1", rising[::-1]),
+                          ("darts1_0", rising[::-1])]:  # fmt: skip
+        folder = tmp_path / "runs" / run / "nb201_fmnist" / "version_0"
+        folder.mkdir(parents=True)
+        evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
+        (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
+    line = bench.warmup_rankings(tmp_path)
+    assert line.startswith("At the end of the warm-up (2 distinct warm-ups"), line
+    assert "the two orders agree at 0.00 +- 1.41" in line, line  # +1 and -1
+    assert bench.warmup_rankings(tmp_path / "nothing") == ""
+
+
 @pytest.mark.slow
 def test_search_quality_in_the_darts_space_quick_runs_end_to_end(tmp_path, fashion_mnist_available):
     """The DARTS-space benchmark's smoke mode through the public CLI: the table's shape, not its numbers."""
