@@ -187,19 +187,30 @@ def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, An
     }
 
 
+def _random_search_pool(table_path: str | None) -> tuple[list[dict[str, Any]], float, int]:
+    """What random search draws from: the table's uniform sample, the median wall time of one of its
+    trainings and the threads each training ran on (from the table's hardware line)."""
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+
+    table = FMNIST201Table(table_path, train_missing=False)
+    uniform = [r for k, r in sorted(table.records.items()) if k in table.shipped and r.get("source") == "uniform"]
+    per_cell = statistics.median(s for r in uniform for s in r["train_seconds"])
+    found = re.search(r"x (\d+) thread", table.meta.get("hardware", ""))
+    return uniform, per_cell, int(found.group(1)) if found else 1
+
+
+def _cells_bought(cpu_seconds: float, pool: list[dict[str, Any]], per_cell: float, threads: int) -> int:
+    """How many of the table's trainings ``cpu_seconds`` of processor time pays for (at least one)."""
+    return max(1, min(len(pool), round(cpu_seconds / (per_cell * threads))))
+
+
 def random_equal(seed: int, cpu_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
     """Random search at equal compute: the best (one seed's validation accuracy) of as many table cells as
     ``cpu_seconds`` of processor time would have trained alone."""
     import torch
 
-    from unas_lightning.analysis.fmnist201 import FMNIST201Table
-
-    table = FMNIST201Table(args.table, train_missing=False)
-    uniform = [r for k, r in sorted(table.records.items()) if k in table.shipped and r.get("source") == "uniform"]
-    per_cell = statistics.median(s for r in uniform for s in r["train_seconds"])
-    found = re.search(r"x (\d+) thread", table.meta.get("hardware", ""))
-    threads = int(found.group(1)) if found else 1  # each of the table's trainings ran on this many threads
-    k = max(1, min(len(uniform), round(cpu_seconds / (per_cell * threads))))
+    uniform, per_cell, threads = _random_search_pool(args.table)
+    k = _cells_bought(cpu_seconds, uniform, per_cell, threads)
     order = torch.randperm(len(uniform), generator=torch.Generator().manual_seed(10_000 + seed)).tolist()
     best = max((uniform[i] for i in order[:k]), key=lambda r: r["val_acc"][0])
     return {
@@ -210,6 +221,27 @@ def random_equal(seed: int, cpu_seconds: float, args: argparse.Namespace) -> dic
         "search_cpu_s": k * per_cell * threads,
         "cells_trained": k,
     }
+
+
+def random_search_expectation(cpu_seconds: float, table_path: str | None = None) -> tuple[int, float]:
+    """Random search at ``cpu_seconds`` of processor time, in expectation instead of one draw: the number of
+    table trainings k that time buys (as ``random_equal`` counts it) and the mean test accuracy of the best
+    of k cells drawn without replacement from the table's uniform sample (best by one seed's validation
+    accuracy), computed exactly: the i-th best of N is the pick with probability C(N-1-i, k-1) / C(N, k).
+
+    Examples:
+        >>> k, accuracy = random_search_expectation(1e9)  # more than the whole sample: its best by validation
+        >>> k > 200 and 80 < accuracy < 100
+        True
+    """
+    from math import comb
+
+    uniform, per_cell, threads = _random_search_pool(table_path)
+    k = _cells_bought(cpu_seconds, uniform, per_cell, threads)
+    ranked = sorted(uniform, key=lambda r: r["val_acc"][0], reverse=True)
+    n = len(ranked)
+    chance = [comb(n - 1 - i, k - 1) / comb(n, k) for i in range(n)]
+    return k, sum(p * statistics.fmean(r["test_acc"]) for p, r in zip(chance, ranked, strict=True))
 
 
 def judge(run: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -261,17 +293,20 @@ def _methods(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({r["method"] for r in runs}, key=lambda m: order.index(m) if m in order else len(order))
 
 
-def tables(runs: list[dict[str, Any]]) -> str:
+def tables(runs: list[dict[str, Any]], table_path: str | None = None) -> str:
+    """The per-method table (each method's runs; beside its mean CPU time, what random search would find in
+    expectation with that much) and the permutation test of each comparison in ``COMPARISONS``."""
     by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in _methods(runs)}
     for r in runs:
         by_method[r["method"]].append(r)
     rows = [
         "| method | seeds | test acc % (mean ± std) | every seed | percentile | regret | collapsed | "
-        "CIFAR-10 % | p_phi entropy | search s | search CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "CIFAR-10 % | p_phi entropy | search s | search CPU s | random search at that CPU time (cells) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, mine in by_method.items():
         judged = [r for r in mine if not r["missing"]]
+        cpu = [r["search_cpu_s"] for r in mine if "search_cpu_s" in r]
         acc = [r["accuracy"] for r in judged]
         spread = f"{statistics.fmean(acc):.2f} ± {statistics.stdev(acc):.2f}" if len(acc) > 1 else _f(acc)
         every = ", ".join(f"{a:.2f}" for a in acc) + (
@@ -282,7 +317,7 @@ def tables(runs: list[dict[str, Any]]) -> str:
             f"{_f([r['regret'] for r in judged])} | {sum(r['collapsed'] for r in mine)}/{len(mine)} | "
             f"{_f([r['cifar10'] for r in mine])} | {_f([r['entropy'] for r in mine if 'entropy' in r])} | "
             f"{statistics.fmean(r['search_s'] for r in mine):.0f} | "
-            f"{_f([r['search_cpu_s'] for r in mine if 'search_cpu_s' in r], 0)} |"
+            f"{_f(cpu, 0)} | {_random_column(statistics.fmean(cpu), table_path) if cpu else '-'} |"
         )
     tests = []
     for a, b in COMPARISONS:
@@ -296,6 +331,11 @@ def tables(runs: list[dict[str, Any]]) -> str:
         rows += ["", "| comparison | mean difference (points) | p (exact permutation, one-sided) |", "|---|---|---|"]
         rows += tests
     return "\n".join(rows)
+
+
+def _random_column(cpu_seconds: float, table_path: str | None) -> str:
+    k, accuracy = random_search_expectation(cpu_seconds, table_path)
+    return f"{accuracy:.2f} ({k})"
 
 
 def _entropy_of_run_folder(folder: Path) -> dict[str, float]:
@@ -428,7 +468,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     f.write(json.dumps(run) + "\n")
                 got = "not judged" if run["missing"] else f"{run['accuracy']:.2f}% (percentile {run['percentile']:.0f})"
                 print(f"{method} seed {seed}: {got}, {run['search_s']:.0f} s", file=sys.stderr)
-    text = tables(runs)
+    text = tables(runs, args.table)
     why = warmup_rankings(out, args.table)
     text += f"\n\n{why}" if why else ""
     (out / "table.md").write_text(text + "\n")

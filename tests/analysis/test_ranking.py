@@ -110,7 +110,8 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
     assert abs(runs[1]["entropy"] - math.log(5)) < 1e-5 and 0 < runs[0]["entropy"] <= math.log(5) + 1e-5
     table = (tmp_path / "table.md").read_text().splitlines()
     assert table[0].startswith("| method | seeds | test acc % (mean ± std) | every seed | percentile |")
-    assert "| p_phi entropy |" in table[0]
+    assert "| p_phi entropy |" in table[0] and table[0].endswith("| random search at that CPU time (cells) |")
+    assert table[2].endswith(" (1) |")  # what random search finds, in expectation, with one training
     assert [line.split("|")[1].strip() for line in table[2:6]] == ["unas_gen", "rsps", "params", "random_equal"]
     # params ranks rsps's candidates by a count: its pick has no fewer parameters than the supernet's
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
