@@ -107,7 +107,7 @@ PARAMS = "params"
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
     ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
-    ("unas_gen", "snas"),
+    ("snas", "unas_gen"),
     ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
     ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"),
