@@ -104,6 +104,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 BASELINE = "random_equal"
 #: a zero-cost ranker (no training, no supernet) over the candidates rsps ranks
 PARAMS = "params"
+#: every method, in the order the table lists them (the baselines without a search last)
+ALL_METHODS = [*METHODS, PARAMS, BASELINE]
 #: the comparisons the docs state, as (A, B): is A better than B?
 COMPARISONS = [
     ("unas_gen", "unas_val"), ("unas_gen", "unas_train"), ("unas_gen", "darts1"), ("unas_gen", "darts2"),
@@ -152,33 +154,34 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
     }
 
 
-def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
-    """The best of ``cells`` uniformly drawn cells by supernet accuracy, shared weights, 32 search-val batches."""
+def candidates(space: Any, cells: int, seed: int) -> list[Any]:
+    """The ``cells`` cells that ``rsps`` and ``params`` rank for ``seed``: drawn from the space's p_phi (uniform:
+    neither moves phi) with a generator of their own, so both rank the same cells."""
     import torch
 
+    generator = torch.Generator().manual_seed(seed)
+    return [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
+
+
+def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
+    """The best of ``cells`` uniformly drawn cells by supernet accuracy, shared weights, 32 search-val batches."""
     from unas_lightning.analysis.ranking import supernet_accuracy
 
     space = cli.model.space
-    generator = torch.Generator().manual_seed(seed)
-    candidates = [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
     batches = list(itertools.islice(iter(cli.datamodule.val_dataloader()), 32))
-    return max(candidates, key=lambda g: supernet_accuracy(space, g, batches))
+    return max(candidates(space, cells, seed), key=lambda g: supernet_accuracy(space, g, batches))
 
 
 def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, Any]:
     """The cell with the most parameters (the table protocol's network; the first drawn on a tie) of the
     ``cells`` uniformly drawn cells that ``rsps`` ranks with the supernet for the same seed: the same
     candidates, ranked by a count instead of by shared weights."""
-    import torch
-
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
     from unas_lightning.spaces import NB201Space
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     space = NB201Space(in_channels=1, num_classes=10, channels=8, cells_per_stage=1)  # phi uniform, as rsps's
-    generator = torch.Generator().manual_seed(seed)
-    candidates = [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
-    best = max(candidates, key=FMNIST201Table(args.table, train_missing=False).params_m)
+    best = max(candidates(space, cells, seed), key=FMNIST201Table(args.table, train_missing=False).params_m)
     return {
         "method": PARAMS,
         "seed": seed,
@@ -188,9 +191,11 @@ def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, An
     }
 
 
+@functools.cache
 def _random_search_pool(table_path: str | None) -> tuple[list[dict[str, Any]], float, int]:
     """What random search draws from: the table's uniform sample, the median wall time of one of its
-    trainings and the threads each training ran on (from the table's hardware line)."""
+    trainings and the threads each training ran on (from the table's hardware line). Read once per process
+    and table (the report asks for it once per method); read-only to its callers."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
 
     table = FMNIST201Table(table_path, train_missing=False)
@@ -289,9 +294,9 @@ def permutation_p(a: list[float], b: list[float]) -> float:
 
 
 def _methods(runs: list[dict[str, Any]]) -> list[str]:
-    """The methods of these runs in the order of ``METHODS`` (the baseline last), whatever order they ran in."""
-    order = [*METHODS, PARAMS, BASELINE]
-    return sorted({r["method"] for r in runs}, key=lambda m: order.index(m) if m in order else len(order))
+    """The methods of these runs in the order of ``ALL_METHODS``, whatever order they ran in."""
+    n = len(ALL_METHODS)
+    return sorted({r["method"] for r in runs}, key=lambda m: ALL_METHODS.index(m) if m in ALL_METHODS else n)
 
 
 def tables(runs: list[dict[str, Any]], table_path: str | None = None) -> str:
@@ -414,7 +419,7 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--methods", default=",".join([*METHODS, PARAMS, BASELINE]))
+    parser.add_argument("--methods", default=",".join(ALL_METHODS))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
         "--rsps-cells", type=int, default=100, help="rsps, params: uniformly drawn cells ranked (supernet, count)"
@@ -434,9 +439,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                        "--trainer.limit_val_batches", "1", "--model.init_args.warmup_epochs", "1",
                        "--data.init_args.max_train_examples", "512", "--data.init_args.batch_size", "16"]  # fmt: skip
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS and m not in (PARAMS, BASELINE)]
+    unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {[*METHODS, PARAMS, BASELINE]}")
+        parser.error(f"unknown methods {unknown}; choose from {ALL_METHODS}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
