@@ -35,6 +35,8 @@ Variants (each a setting the literature says matters; the default is ``discrete`
 The table ends with what one stand-alone training seed ranks like (its tau against the other seed):
 the noise of the ground truth itself, a ceiling no ranker can be measured beyond; and with what the
 parameter count ranks like (a zero-cost ranker: a supernet below it has learned less than a count).
+Each point also gives the figures of the supernet's accuracy and the parameter count combined
+(``analysis.ranking.rank_average``, weights ``COUNT_WEIGHTS``): the "supernet + count" columns.
 
 An interrupted run resumes: variants already in ``--out``/results.json with the same settings are kept.
 Writes ``results.json``, ``table.md`` and ``ranking.png`` (tau against training minutes, one curve per
@@ -59,6 +61,10 @@ sys.path.insert(0, str(ROOT))
 
 #: published Kendall tau of weight-sharing supernets on NAS-Bench-201 (CIFAR-10), for the table's caption
 PUBLISHED = "one-shot supernets about 0.5-0.6, few-shot supernets about 0.6-0.7 (Zhao et al. 2021)"
+
+#: the rank average of supernet accuracy and parameter count, weights (supernet, count): of 3:1, 1:1 and 1:3,
+#: 1:3 ranked best in 8 of the first 10 points measured (docs/results/ranking.md, "supernet and count")
+COUNT_WEIGHTS = (1.0, 3.0)
 
 #: each variant: SearchModule / NB201Space settings, and its cost per w update relative to one path
 #: ("cost": the variant runs steps-per-epoch / cost updates per epoch, so every variant gets about the same time)
@@ -141,7 +147,8 @@ def train_supernet(variant: str, args: argparse.Namespace, out: Path, epochs: in
         figures = {k: record[k] for k in ("kendall_tau", "kendall_tau_top20", "spearman_rho", "top_k_overlap")}
         points.append(
             {"variant": variant, "steps": record["step"], "minutes": minutes, "cells": len(record["supernet"]),
-             "mean_accuracy": record["mean_accuracy"], "spread": record["accuracy_spread"], **figures}
+             "mean_accuracy": record["mean_accuracy"], "spread": record["accuracy_spread"], **figures,
+             **with_count(record["supernet"], record["architectures"], record["truth"])}
         )  # fmt: skip
         print(f"{variant}: {points[-1]}", flush=True)
     return Supernet(points, module, monitor, trainer, clock.seconds)
@@ -201,7 +208,8 @@ def train_few_shot(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     points.append(
         {"variant": "few_shot", "steps": base.points[-1]["steps"] + len(subs) * steps, "minutes": seconds / 60,
          "cells": len(accuracies), "mean_accuracy": sum(accuracies) / len(accuracies),
-         "spread": statistics.pstdev(accuracies), **{k: v for k, v in report.items() if k != "cells"}}
+         "spread": statistics.pstdev(accuracies), **{k: v for k, v in report.items() if k != "cells"},
+         **with_count(accuracies, [g.to_dict() for g in genotypes], truths)}
     )  # fmt: skip
     print(f"few_shot: {points[-1]}", flush=True)
     return points
@@ -264,6 +272,44 @@ def by_parameters() -> str:
     )
 
 
+def with_count(supernet: list[float], architectures: list[dict[str, Any]], truth: list[float]) -> dict[str, float]:
+    """The ranking figures of the supernet's accuracies and the cells' parameter counts (the table protocol's
+    network) combined by ``rank_average`` with ``COUNT_WEIGHTS``: ``count_tau``, ``count_tau_top20``,
+    ``count_overlap`` (``architectures`` as ``RankingMonitor`` records them)."""
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+    from unas_lightning.analysis.ranking import rank_average, ranking_report
+    from unas_lightning.spaces.genotype import Genotype
+
+    size = FMNIST201Table(train_missing=False).params_m
+    params = [size(Genotype.from_dict(a)) for a in architectures]  # type: ignore[arg-type]
+    report = ranking_report(rank_average([supernet, params], COUNT_WEIGHTS), truth)
+    return {"count_tau": report["kendall_tau"], "count_tau_top20": report["kendall_tau_top20"],
+            "count_overlap": report["top_k_overlap"]}  # fmt: skip
+
+
+def combinations(folders: list[Path]) -> str:
+    """Supernet and parameter count combined at several weights, for every evaluation the studies in
+    ``folders`` recorded (each variant's ``ranking.json``): a table of Kendall tau / tau over the top 20% /
+    top-10 in top 10% per weight (supernet : count), the supernet alone and the count alone at its ends."""
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+    from unas_lightning.analysis.ranking import rank_average, ranking_report
+    from unas_lightning.spaces.genotype import Genotype
+
+    size = FMNIST201Table(train_missing=False).params_m
+    weights = [(1, 0), (3, 1), (1, 1), (1, 3), (0, 1)]
+    names = ["supernet", "3:1", "1:1", "1:3", "count"]
+    rows = [f"| run | variant | w-steps | {' | '.join(names)} |", "|---|---|---|" + "---|" * len(names)]
+    for path in sorted(p for folder in folders for p in folder.glob("*/version_*/ranking.json")):
+        for record in json.loads(path.read_text())["evaluations"]:
+            params = [size(Genotype.from_dict(a)) for a in record["architectures"]]  # type: ignore[arg-type]
+            cells = []
+            for weight in weights:
+                r = ranking_report(rank_average([record["supernet"], params], weight), record["truth"])
+                cells.append(f"{r['kendall_tau']:.3f} / {r['kendall_tau_top20']:.3f} / {r['top_k_overlap']:.0f}")
+            rows.append(f"| {path.parents[2].name} | {path.parents[1].name} | {record['step']} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     """The points of an earlier run in the same folder with the same settings (other variants aside)."""
     if not path.exists():
@@ -281,16 +327,22 @@ def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
 def table(points: list[dict[str, Any]]) -> str:
     rows = [
         "| variant | w-steps | training min | cells | Kendall tau | tau, top 20% | Spearman rho | top-10 in top 10% "
-        "| mean acc |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mean acc | supernet + count: tau | tau, top 20% | top-10 in top 10% |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         rows.append(
             f"| {p['variant']} | {p['steps']} | {p['minutes']:.1f} | {p['cells']} | {p['kendall_tau']:.3f} | "
             f"{p['kendall_tau_top20']:.3f} | {p['spearman_rho']:.3f} | {p['top_k_overlap']:.0f} | "
-            f"{p['mean_accuracy']:.1f} |"
+            f"{p['mean_accuracy']:.1f} | {_get(p, 'count_tau')} | {_get(p, 'count_tau_top20')} | "
+            f"{_get(p, 'count_overlap', 0)} |"
         )
     return "\n".join(rows)
+
+
+def _get(point: dict[str, Any], key: str, digits: int = 3) -> str:
+    """``point[key]`` to ``digits`` places, or "-" (points measured before the figure existed)."""
+    return f"{point[key]:.{digits}f}" if key in point else "-"
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:
@@ -327,8 +379,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--split-row", type=int, default=0, help="few_shot: the edge split on (genotype.EDGES)")
     parser.add_argument("--out", default="runs/ranking")
     parser.add_argument("--quick", action="store_true", help="3 variants, 2 epochs of 8 steps, 8 cells")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="FOLDER", default=None,
+        help="train nothing: supernet and parameter count combined at several weights, for every evaluation "
+        "recorded in these earlier --out folders",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     args.eval_at = [int(e) for e in str(args.eval_at).split(",") if e]
+    if args.combine:
+        print(combinations([Path(f) for f in args.combine]))
+        print("each cell: Kendall tau / tau over the table's top 20% / the ranker's top 10 in the table's top 10%")
+        return []
     if args.quick:
         args.variants, args.epochs, args.eval_at, args.steps_per_epoch, args.cells, args.eval_batches = (
             "discrete,fair,few_shot", 2, [1], 8, 8, 1

@@ -19,6 +19,10 @@ whether it collapsed to a parameter-free cell (no convolution), and its NAS-Benc
   supernet accuracy (shared weights, on 32 search-val batches);
 * ``params``: the same ``--rsps-cells`` candidates ranked by their parameter count instead (a zero-cost
   ranker: no training at all), the largest taken: does the supernet rank better than a count?
+* ``rsps_count``: the same candidates and supernet, ranked by the supernet's accuracy and the parameter
+  count combined (``analysis.ranking.rank_average``, weights 1:3, the ranking study's best); it reads the
+  supernet accuracies the ``rsps`` run of its seed saved (``candidates.json``) or, without one, trains
+  that supernet itself.
 * ``random_equal``: random search at equal compute: as many cells as the CPU time the ``unas_gen``
   search consumed (``search_cpu_s``: processor seconds summed over its threads, so neither other jobs
   on the machine nor the thread count change it) would have trained alone, at the table's median
@@ -92,6 +96,10 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ],
     ),
     "rsps": ("random sampling with parameter sharing", ["--model.init_args.warmup_epochs", "1000"]),
+    "rsps_count": (
+        "rsps's candidates by supernet accuracy and parameter count, 1:3",
+        ["--model.init_args.warmup_epochs", "1000"],
+    ),
     "unas_gen_wd": (
         "UNAS on L_gen, supernet with weight decay 5e-4 (ranked better in the ranking study)",
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
@@ -112,8 +120,10 @@ COMPARISONS = [
     ("snas", "unas_gen"),
     ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
-    ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"),
+    ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"), ("rsps_count", "rsps"), ("rsps_count", PARAMS),
 ]  # fmt: skip
+#: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
+CANDIDATES = "candidates.json"
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}
 
 
@@ -129,7 +139,10 @@ def _cli(args: list[str]) -> Any:
 
 
 def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """One search through the CLI: the derived cell (or, for ``rsps``, the supernet's pick) and its wall time."""
+    """One search through the CLI: the derived cell (or, for ``rsps`` and ``rsps_count``, the pick among the
+    candidates) and its wall and CPU time."""
+    if method == "rsps_count" and (out / "runs" / f"rsps_{seed}" / CANDIDATES).is_file():
+        return count_pick(seed, out / "runs" / f"rsps_{seed}")  # the rsps supernet of this seed, re-ranked
     name = f"{method}_{seed}"
     t0, cpu0 = time.perf_counter(), time.process_time()
     cli = _cli(
@@ -140,18 +153,17 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
             "--trainer.callbacks.init_args.train_missing", "false",  # judged below, outside the search's time
         ]
     )  # fmt: skip
-    if method == "rsps":
-        cell = rsps_pick(cli, args.rsps_cells, seed)
-    else:
+    run = {"method": method, "seed": seed, "entropy": float(cli.model.space.distribution().entropy())}
+    if method not in ("rsps", "rsps_count"):
         cell = cli.model.space.genotype()
-    return {
-        "method": method,
-        "seed": seed,
-        "arch": cell.to_arch_str(),
-        "search_s": time.perf_counter() - t0,
-        "search_cpu_s": time.process_time() - cpu0,
-        "entropy": float(cli.model.space.distribution().entropy()),
-    }
+        return {**run, "arch": cell.to_arch_str(), "search_s": time.perf_counter() - t0,
+                "search_cpu_s": time.process_time() - cpu0}  # fmt: skip
+    scores = supernet_scores(cli, args.rsps_cells, seed)
+    run.update(search_s=time.perf_counter() - t0, search_cpu_s=time.process_time() - cpu0)
+    (out / "runs" / name / CANDIDATES).write_text(json.dumps({**run, "candidates": scores}))
+    if method == "rsps_count":
+        return count_pick(seed, out / "runs" / name)
+    return {**run, "arch": max(scores, key=lambda c: c["supernet"])["arch"]}
 
 
 def candidates(space: Any, cells: int, seed: int) -> list[Any]:
@@ -163,13 +175,34 @@ def candidates(space: Any, cells: int, seed: int) -> list[Any]:
     return [space.genotype(space.distribution().sample(generator=generator)) for _ in range(cells)]
 
 
-def rsps_pick(cli: Any, cells: int, seed: int) -> Any:
-    """The best of ``cells`` uniformly drawn cells by supernet accuracy, shared weights, 32 search-val batches."""
+def supernet_scores(cli: Any, cells: int, seed: int) -> list[dict[str, Any]]:
+    """The supernet accuracy (shared weights, 32 search-val batches) of each of the ``cells`` candidates of
+    ``seed``, as ``{"arch": ..., "supernet": ...}`` in the order drawn."""
     from unas_lightning.analysis.ranking import supernet_accuracy
 
     space = cli.model.space
     batches = list(itertools.islice(iter(cli.datamodule.val_dataloader()), 32))
-    return max(candidates(space, cells, seed), key=lambda g: supernet_accuracy(space, g, batches))
+    return [{"arch": g.to_arch_str(), "supernet": supernet_accuracy(space, g, batches)}
+            for g in candidates(space, cells, seed)]  # fmt: skip
+
+
+def count_pick(seed: int, folder: Path) -> dict[str, Any]:
+    """``rsps_count``: the candidates a supernet scored (``CANDIDATES`` in ``folder``), ranked by the rank
+    average of supernet accuracy and parameter count (``COUNT_WEIGHTS``, the first taken on a tie); the
+    search time is that supernet's."""
+    from ranking import COUNT_WEIGHTS
+
+    from unas_lightning.analysis.fmnist201 import FMNIST201Table
+    from unas_lightning.analysis.ranking import rank_average
+    from unas_lightning.spaces.nb201.genotype import NB201Genotype
+
+    saved = json.loads((folder / CANDIDATES).read_text())
+    scored = saved.pop("candidates")
+    size = FMNIST201Table(train_missing=False).params_m
+    params = [size(NB201Genotype.from_arch_str(c["arch"])) for c in scored]
+    score = rank_average([[c["supernet"] for c in scored], params], COUNT_WEIGHTS)
+    best = max(range(len(scored)), key=lambda i: score[i])
+    return {**saved, "method": "rsps_count", "seed": seed, "arch": scored[best]["arch"]}
 
 
 def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -355,12 +388,14 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     warm-up (the cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs
     with the same warm-up counted once, methods that warm up with another w-step left out) against the
     parameter count's on the same cells."""
+    from ranking import COUNT_WEIGHTS
+
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import ranking_report
+    from unas_lightning.analysis.ranking import rank_average, ranking_report
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(table_path, train_missing=False).params_m
-    seen, supernet, count, agree = set(), [], [], []
+    seen, supernet, count, agree, both = set(), [], [], [], []
     for path in sorted(out.glob("runs/*/*/version_*/ranking.json")):
         method = path.parts[-4].rsplit("_", 1)[0]
         if method not in METHODS or "--model.init_args.w_step_arch" in METHODS[method][1]:
@@ -375,6 +410,9 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
         supernet.append(ranking_report(first["supernet"], first["truth"])["kendall_tau"])
         count.append(ranking_report(params, first["truth"])["kendall_tau"])
         agree.append(ranking_report(first["supernet"], params)["kendall_tau"])
+        both.append(
+            ranking_report(rank_average([first["supernet"], params], COUNT_WEIGHTS), first["truth"])["kendall_tau"]
+        )
     if len(supernet) < 2:
         return ""
 
@@ -384,7 +422,8 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     return (
         f"At the end of the warm-up ({len(supernet)} distinct warm-ups, the cells each RankingMonitor evaluated): "
         f"the supernet ranks them at Kendall tau {ms(supernet)}, their parameter count at {ms(count)}; the two "
-        f"orders agree at {ms(agree)}."
+        f"orders agree at {ms(agree)}; their rank average (supernet : count {COUNT_WEIGHTS[0]:g}:{COUNT_WEIGHTS[1]:g}) "
+        f"ranks them at {ms(both)}."
     )
 
 
@@ -429,12 +468,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", default="runs/search_quality", help="runs.jsonl, the cells trained on demand, tables")
     parser.add_argument("--report-only", action="store_true", help="only the tables of the runs in --out")
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: unas_gen, rsps, params, random_equal, 1 seed"
+        "--quick", action="store_true", help="a smoke run: unas_gen, rsps, rsps_count, params, random_equal, 1 seed"
     )
     args = parser.parse_args(argv)
     args.budget = []  # the config's own budget; --quick shrinks it
     if args.quick:
-        args.methods, args.seeds, args.rsps_cells, args.no_training = f"unas_gen,rsps,{PARAMS},{BASELINE}", 1, 4, True
+        args.methods, args.seeds, args.rsps_cells, args.no_training = (
+            f"unas_gen,rsps,rsps_count,{PARAMS},{BASELINE}",
+            1,
+            4,
+            True,
+        )
         args.budget = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
                        "--trainer.limit_val_batches", "1", "--model.init_args.warmup_epochs", "1",
                        "--data.init_args.max_train_examples", "512", "--data.init_args.batch_size", "16"]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from conftest import benchmark
 from unas_lightning.analysis.ranking import (
     kendall_tau,
     rank_agreement,
+    rank_average,
     running_statistics,
     spearman_rho,
     supernet_accuracy,
@@ -33,6 +35,19 @@ def test_rank_correlations_match_hand_computed_values():
         kendall_tau([1, 2], [1, 2, 3])
     r = rank_agreement([0.5, 0.6, 0.7], [0.8, 0.85, 0.83])
     assert r.to_dict()["kendall_tau"] == pytest.approx(1 / 3)
+
+
+def test_rank_average_weighs_rankers_by_rank_not_by_scale_and_refuses_what_it_cannot_combine():
+    """Scores on any scale count by rank only; a tie shares its mean rank; a ranker of weight 0 does not count;
+    a mismatched length, a negative or all-zero weight is an error that says what was given."""
+    accuracy, params = [80.0, 90.0, 85.0, 85.0], [1e6, 2e5, 3e5, 9e6]
+    assert rank_average([accuracy, params], [1, 0]) == [0.0, 1.0, 0.5, 0.5]  # the tie at 85 shares ranks 1 and 2
+    assert rank_average([accuracy, [p * 1e-6 for p in params]], [1, 3]) == rank_average([accuracy, params], [1, 3])
+    assert rank_average([accuracy, params], [1, 3]) == pytest.approx([0.5, 0.25, 0.375, 0.875])
+    for scores, weights in [([accuracy, params[:3]], [1, 1]), ([accuracy], [1, 1]), ([accuracy, params], [1, -1]),
+                            ([accuracy, params], [0, 0]), ([[1.0]], [1])]:  # fmt: skip
+        with pytest.raises(ValueError, match="rank_average needs"):
+            rank_average(scores, weights)
 
 
 def test_supernet_accuracy_is_the_one_hot_supernets_accuracy_and_keeps_the_mode():
@@ -96,31 +111,44 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
     assert [(r["method"], r["seed"]) for r in runs] == [
         ("unas_gen", 0),
         ("rsps", 0),
+        ("rsps_count", 0),
         ("params", 0),
         ("random_equal", 0),
     ]
     for r in runs:  # --quick judges only cells in the table (no training): the others are "not judged"
         assert r["missing"] or (0 <= r["percentile"] <= 100 and r["regret"] >= 0)
         assert 10 <= r["cifar10"] <= 100 and r["search_s"] > 0 and r["collapsed"] in (True, False)
-    assert not runs[3]["missing"] and runs[3]["cells_trained"] >= 1  # random search draws from the table
+    assert not runs[4]["missing"] and runs[4]["cells_trained"] >= 1  # random search draws from the table
     # equal compute is counted in processor seconds: a smoke search (about 20 CPU-s; more where busy threads
     # spin on a loaded machine) buys one of the table's trainings (39 s each: one up to 58 s)
-    assert 0 < runs[0]["search_cpu_s"] < 58 and runs[3]["cells_trained"] == 1
+    assert 0 < runs[0]["search_cpu_s"] < 58 and runs[4]["cells_trained"] == 1
     # the searches record how far p_phi moved from uniform: rsps holds phi uniform (ln 5 nats per edge)
     assert abs(runs[1]["entropy"] - math.log(5)) < 1e-5 and 0 < runs[0]["entropy"] <= math.log(5) + 1e-5
     table = (tmp_path / "table.md").read_text().splitlines()
     assert table[0].startswith("| method | seeds | test acc % (mean ± std) | every seed | percentile |")
     assert "| p_phi entropy |" in table[0] and table[0].endswith("| random search at that CPU time (cells) |")
     assert table[2].endswith(" (1) |")  # what random search finds, in expectation, with one training
-    assert [line.split("|")[1].strip() for line in table[2:6]] == ["unas_gen", "rsps", "params", "random_equal"]
+    assert [line.split("|")[1].strip() for line in table[2:7]] == [
+        "unas_gen",
+        "rsps",
+        "rsps_count",
+        "params",
+        "random_equal",
+    ]
     # params ranks rsps's candidates by a count: its pick has no fewer parameters than the supernet's
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(train_missing=False).params_m
+    assert size(NB201Genotype.from_arch_str(runs[3]["arch"])) >= size(NB201Genotype.from_arch_str(runs[1]["arch"]))
+    # rsps_count re-ranks the supernet scores rsps saved (no second supernet: the same compute) by a rank
+    # average with the count, so its pick is among those candidates and no smaller than rsps's
+    saved = json.loads((tmp_path / "runs" / "rsps_0" / "candidates.json").read_text())
+    assert len(saved["candidates"]) == 4 and runs[2]["arch"] in [c["arch"] for c in saved["candidates"]]
+    assert runs[2]["search_cpu_s"] == runs[1]["search_cpu_s"] == saved["search_cpu_s"]
     assert size(NB201Genotype.from_arch_str(runs[2]["arch"])) >= size(NB201Genotype.from_arch_str(runs[1]["arch"]))
     assert (tmp_path / "results.png").stat().st_size > 1000
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 5
     assert bench.main(["--quick", "--out", str(tmp_path)]) == runs  # resumed: nothing run twice
     assert bench.permutation_p([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 0.05
 
@@ -147,6 +175,9 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
     line = bench.warmup_rankings(tmp_path)
     assert line.startswith("At the end of the warm-up (2 distinct warm-ups"), line
     assert "the two orders agree at 0.00 +- 1.41" in line, line  # +1 and -1
+    # weighted 1:3 toward the count, the rank average keeps the count's order whichever way the supernet goes
+    count, both = re.search(r"parameter count at (\S+ \+- \S+);.*ranks them at (\S+ \+- \S+)\.$", line).groups()
+    assert both == count and count.endswith("+- 0.00"), line
     assert bench.warmup_rankings(tmp_path / "nothing") == ""
 
 
