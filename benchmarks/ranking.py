@@ -26,6 +26,9 @@ Variants (each a setting the literature says matters; the default is ``discrete`
 * ``recalibrated``: ``discrete``, each cell evaluated with batch-norm statistics re-estimated for it on 16
   further search-val batches (``RankingMonitor(recalibrate_batches=16)``; single-path one-shot NAS's
   evaluation) instead of each evaluation batch's own;
+* ``deisomorphic``: one-hot paths drawn so that every distinct cell (isomorphism class) is trained equally
+  often, not in proportion to how many genotypes compute it (``warmup_w_step_arch="deisomorphic"``; Ning
+  et al. 2021);
 * ``relaxed``: Gumbel-softmax relaxed paths (temperature 1) instead of one-hot ones;
 * ``softmax``: the softmax(phi) mixture of every operation (DARTS's w-step);
 * ``wide``: ``discrete`` at width C=16 instead of 8;
@@ -76,6 +79,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "affine": {"cell_affine": True},
     "weight_decay": {"weight_decay": 5e-4},  # Adam with L2 weight decay (the table's own 5e-4)
     "recalibrated": {"recalibrate": 16},  # discrete, evaluated with BN statistics re-estimated per cell (SPOS)
+    "deisomorphic": {"warmup_w_step_arch": "deisomorphic"},  # every distinct cell equally often (Ning et al. 2021)
     "relaxed": {"w_step_arch": "relaxed", "cost": 4},
     "softmax": {"w_step_arch": "softmax", "cost": 4},
     "wide": {"channels": 16, "cost": 2},
@@ -315,7 +319,7 @@ def resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    free = ("variants", "out")  # what may differ between runs whose points belong together
+    free = ("variants", "out", "combine")  # what may differ between runs whose points belong together
 
     def kept(values: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in values.items() if k not in free}

@@ -104,6 +104,10 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         "UNAS on L_gen, supernet with weight decay 5e-4 (ranked better in the ranking study)",
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
     ),
+    "unas_gen_deiso": (
+        "UNAS on L_gen, warm-up with de-isomorphic sampling (every distinct cell equally often)",
+        ["--model.init_args.warmup_w_step_arch", "deisomorphic"],
+    ),
     "unas_gen_lr": (
         "UNAS on L_gen, phi's Adam learning rate 0.05 instead of 0.01 (p_phi stays near uniform at 0.01)",
         ["--model.init_args.phi_optimizer.init_args.lr", "0.05"],
@@ -121,6 +125,7 @@ COMPARISONS = [
     ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
     ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"), ("rsps_count", "rsps"), ("rsps_count", PARAMS),
+    ("unas_gen_deiso", "unas_gen"),
 ]  # fmt: skip
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"

@@ -87,7 +87,9 @@ class SearchModule(L.LightningModule):
             another), ``"softmax"`` (the DARTS mixture), or any ``WStepArch``.
         warmup_w_step_arch: the w-step's architecture during the warm-up (None: ``w_step_arch``); choices
             that ignore phi train the supernet for ranking before the search starts: ``"fair"`` (FairNAS's
-            strict fairness: every operation of every edge once per update) or ``"path_dropout"``.
+            strict fairness: every operation of every edge once per update) or ``"path_dropout"``; in the
+            NAS-Bench-201 space ``"deisomorphic"`` trains every distinct cell equally often
+            (``spaces.nb201.deisomorphic``).
         w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
         phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).
@@ -135,7 +137,9 @@ class SearchModule(L.LightningModule):
         warmup_epochs: int = 0,
         arch_samples: Literal["batch", "example"] = "batch",
         w_step_arch: WStepArch | Literal["discrete", "relaxed", "softmax"] = "discrete",
-        warmup_w_step_arch: WStepArch | Literal["discrete", "relaxed", "softmax", "fair", "path_dropout"] | None = None,
+        warmup_w_step_arch: WStepArch
+        | Literal["discrete", "relaxed", "softmax", "fair", "path_dropout", "deisomorphic"]
+        | None = None,
         w_optimizer: OptimizerCallable | None = None,
         phi_optimizer: OptimizerCallable | None = None,
         w_scheduler: LRSchedulerCallable | None = None,

@@ -1,9 +1,10 @@
 """The architecture the w-step trains the supernet weights on (paper Eq. 7), one small class each.
 
 ``SearchModule(w_step_arch=...)`` (and ``warmup_w_step_arch=...``, the warm-up's) takes an instance, or its
-short name ``"discrete"``, ``"relaxed"``, ``"softmax"``, ``"fair"`` or ``"path_dropout"`` (default
-settings). Each returns detached architectures for the current phi: one per w-step, or several whose
-gradients one w update averages (``paths``, e.g. FairNAS's strict fairness).
+short name ``"discrete"``, ``"relaxed"``, ``"softmax"``, ``"fair"``, ``"path_dropout"`` or, in the
+NAS-Bench-201 space, ``"deisomorphic"`` (``spaces.nb201.deisomorphic``; default settings). Each returns
+detached architectures for the current phi: one per w-step, or several whose gradients one w update
+averages (``paths``, e.g. FairNAS's strict fairness).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from unas_lightning.distributions import Arch, ArchDistribution, check_temperature, detach, expand_rows
+from unas_lightning.utils.imports import import_dotted
 
 
 class WStepArch(ABC):
@@ -119,13 +121,15 @@ class PathDropout(WStepArch):
             return out
 
 
-#: the short names ``SearchModule(w_step_arch=...)`` accepts
-W_STEP_ARCHS: dict[str, type[WStepArch]] = {
+#: the short names ``SearchModule(w_step_arch=...)`` accepts: a class, or the dotted path of a class that
+#: lives with its search space (imported when named)
+W_STEP_ARCHS: dict[str, type[WStepArch] | str] = {
     "discrete": DiscreteSample,
     "relaxed": RelaxedSample,
     "softmax": SoftmaxMixture,
     "fair": FairSample,
     "path_dropout": PathDropout,
+    "deisomorphic": "unas_lightning.spaces.nb201.deisomorphic.DeIsomorphicSample",
 }
 
 
@@ -138,7 +142,8 @@ def resolve_w_step_arch(choice: WStepArch | str) -> WStepArch:
             f"w_step_arch must be one of {sorted(W_STEP_ARCHS)} or a unas_lightning.search.w_step.WStepArch, "
             f"got {choice!r}."
         )
-    return W_STEP_ARCHS[choice]()
+    chosen = W_STEP_ARCHS[choice]
+    return (import_dotted(chosen) if isinstance(chosen, str) else chosen)()
 
 
 def _rows(logits: Mapping[str, Tensor], examples: int | None) -> Mapping[str, Tensor]:
