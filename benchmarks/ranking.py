@@ -39,7 +39,8 @@ The table ends with what one stand-alone training seed ranks like (its tau again
 the noise of the ground truth itself, a ceiling no ranker can be measured beyond; and with what the
 parameter count ranks like (a zero-cost ranker: a supernet below it has learned less than a count).
 Each point also gives the figures of the supernet's accuracy and the parameter count combined
-(``analysis.ranking.rank_average``, weights ``COUNT_WEIGHTS``): the "supernet + count" columns.
+(``RankingMonitor``'s ``_with_count`` figures: ``analysis.ranking.rank_average``, weights
+``SUPERNET_COUNT_WEIGHTS``): the "supernet + count" columns; ``--combine`` compares other weights.
 
 An interrupted run resumes: variants already in ``--out``/results.json with the same settings are kept.
 Writes ``results.json``, ``table.md`` and ``ranking.png`` (tau against training minutes, one curve per
@@ -64,10 +65,6 @@ sys.path.insert(0, str(ROOT))
 
 #: published Kendall tau of weight-sharing supernets on NAS-Bench-201 (CIFAR-10), for the table's caption
 PUBLISHED = "one-shot supernets about 0.5-0.6, few-shot supernets about 0.6-0.7 (Zhao et al. 2021)"
-
-#: the rank average of supernet accuracy and parameter count, weights (supernet, count): of 3:1, 1:1 and 1:3,
-#: 1:3 ranked best in 8 of the first 10 points measured (docs/results/ranking.md, "supernet and count")
-COUNT_WEIGHTS = (1.0, 3.0)
 
 #: each variant: SearchModule / NB201Space settings, and its cost per w update relative to one path
 #: ("cost": the variant runs steps-per-epoch / cost updates per epoch, so every variant gets about the same time)
@@ -152,7 +149,7 @@ def train_supernet(variant: str, args: argparse.Namespace, out: Path, epochs: in
         points.append(
             {"variant": variant, "steps": record["step"], "minutes": minutes, "cells": len(record["supernet"]),
              "mean_accuracy": record["mean_accuracy"], "spread": record["accuracy_spread"], **figures,
-             **with_count(record["supernet"], record["architectures"], record["truth"])}
+             **{k: record[k] for k in COMBINED}}
         )  # fmt: skip
         print(f"{variant}: {points[-1]}", flush=True)
     return Supernet(points, module, monitor, trainer, clock.seconds)
@@ -213,7 +210,7 @@ def train_few_shot(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         {"variant": "few_shot", "steps": base.points[-1]["steps"] + len(subs) * steps, "minutes": seconds / 60,
          "cells": len(accuracies), "mean_accuracy": sum(accuracies) / len(accuracies),
          "spread": statistics.pstdev(accuracies), **{k: v for k, v in report.items() if k != "cells"},
-         **with_count(accuracies, [g.to_dict() for g in genotypes], truths)}
+         **with_count(accuracies, base.monitor._params, truths)}
     )  # fmt: skip
     print(f"few_shot: {points[-1]}", flush=True)
     return points
@@ -276,19 +273,16 @@ def by_parameters() -> str:
     )
 
 
-def with_count(supernet: list[float], architectures: list[dict[str, Any]], truth: list[float]) -> dict[str, float]:
-    """The ranking figures of the supernet's accuracies and the cells' parameter counts (the table protocol's
-    network) combined by ``rank_average`` with ``COUNT_WEIGHTS``: ``count_tau``, ``count_tau_top20``,
-    ``count_overlap`` (``architectures`` as ``RankingMonitor`` records them)."""
-    from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import rank_average, ranking_report
-    from unas_lightning.spaces.genotype import Genotype
+#: the figures of the supernet's accuracy and the parameter count combined (``RankingMonitor``'s)
+COMBINED = ("kendall_tau_with_count", "kendall_tau_top20_with_count", "top_k_overlap_with_count")
 
-    size = FMNIST201Table(train_missing=False).params_m
-    params = [size(Genotype.from_dict(a)) for a in architectures]  # type: ignore[arg-type]
-    report = ranking_report(rank_average([supernet, params], COUNT_WEIGHTS), truth)
-    return {"count_tau": report["kendall_tau"], "count_tau_top20": report["kendall_tau_top20"],
-            "count_overlap": report["top_k_overlap"]}  # fmt: skip
+
+def with_count(supernet: list[float], params: list[float], truth: list[float]) -> dict[str, float]:
+    """``COMBINED`` for supernet accuracies that ``RankingMonitor`` did not measure (few-shot's)."""
+    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
+
+    report = ranking_report(rank_average([supernet, params], SUPERNET_COUNT_WEIGHTS), truth)
+    return {f"{k}_with_count": report[k] for k in ("kendall_tau", "kendall_tau_top20", "top_k_overlap")}
 
 
 def combinations(folders: list[Path]) -> str:
@@ -338,8 +332,7 @@ def table(points: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {p['variant']} | {p['steps']} | {p['minutes']:.1f} | {p['cells']} | {p['kendall_tau']:.3f} | "
             f"{p['kendall_tau_top20']:.3f} | {p['spearman_rho']:.3f} | {p['top_k_overlap']:.0f} | "
-            f"{p['mean_accuracy']:.1f} | {_get(p, 'count_tau')} | {_get(p, 'count_tau_top20')} | "
-            f"{_get(p, 'count_overlap', 0)} |"
+            f"{p['mean_accuracy']:.1f} | {_get(p, COMBINED[0])} | {_get(p, COMBINED[1])} | {_get(p, COMBINED[2], 0)} |"
         )
     return "\n".join(rows)
 

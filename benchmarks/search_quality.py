@@ -193,19 +193,17 @@ def supernet_scores(cli: Any, cells: int, seed: int) -> list[dict[str, Any]]:
 
 def count_pick(seed: int, folder: Path) -> dict[str, Any]:
     """``rsps_count``: the candidates a supernet scored (``CANDIDATES`` in ``folder``), ranked by the rank
-    average of supernet accuracy and parameter count (``COUNT_WEIGHTS``, the first taken on a tie); the
+    average of supernet accuracy and parameter count (``SUPERNET_COUNT_WEIGHTS``, the first taken on a tie); the
     search time is that supernet's."""
-    from ranking import COUNT_WEIGHTS
-
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import rank_average
+    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     saved = json.loads((folder / CANDIDATES).read_text())
     scored = saved.pop("candidates")
     size = FMNIST201Table(train_missing=False).params_m
     params = [size(NB201Genotype.from_arch_str(c["arch"])) for c in scored]
-    score = rank_average([[c["supernet"] for c in scored], params], COUNT_WEIGHTS)
+    score = rank_average([[c["supernet"] for c in scored], params], SUPERNET_COUNT_WEIGHTS)
     best = max(range(len(scored)), key=lambda i: score[i])
     return {**saved, "method": "rsps_count", "seed": seed, "arch": scored[best]["arch"]}
 
@@ -393,10 +391,8 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     warm-up (the cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs
     with the same warm-up counted once, methods that warm up with another w-step left out) against the
     parameter count's on the same cells."""
-    from ranking import COUNT_WEIGHTS
-
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import rank_average, ranking_report
+    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(table_path, train_missing=False).params_m
@@ -416,7 +412,9 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
         count.append(ranking_report(params, first["truth"])["kendall_tau"])
         agree.append(ranking_report(first["supernet"], params)["kendall_tau"])
         both.append(
-            ranking_report(rank_average([first["supernet"], params], COUNT_WEIGHTS), first["truth"])["kendall_tau"]
+            ranking_report(rank_average([first["supernet"], params], SUPERNET_COUNT_WEIGHTS), first["truth"])[
+                "kendall_tau"
+            ]
         )
     if len(supernet) < 2:
         return ""
@@ -427,7 +425,8 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     return (
         f"At the end of the warm-up ({len(supernet)} distinct warm-ups, the cells each RankingMonitor evaluated): "
         f"the supernet ranks them at Kendall tau {ms(supernet)}, their parameter count at {ms(count)}; the two "
-        f"orders agree at {ms(agree)}; their rank average (supernet : count {COUNT_WEIGHTS[0]:g}:{COUNT_WEIGHTS[1]:g}) "
+        f"orders agree at {ms(agree)}; their rank average (supernet : count {SUPERNET_COUNT_WEIGHTS[0]:g}:"
+        f"{SUPERNET_COUNT_WEIGHTS[1]:g}) "
         f"ranks them at {ms(both)}."
     )
 

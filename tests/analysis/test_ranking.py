@@ -217,6 +217,7 @@ def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path
     for p in points:
         assert p["cells"] == 8 and -1 <= p["kendall_tau"] <= 1 and 0 <= p["top_k_overlap"] <= 1  # top 10% of 8: 1
         assert 0 < p["minutes"] and 0 <= p["mean_accuracy"] <= 100
+        assert -1 <= p["kendall_tau_with_count"] <= 1 and 0 <= p["top_k_overlap_with_count"] <= 1  # supernet + count
     assert points[1]["minutes"] > points[0]["minutes"]  # training minutes accumulate over the epochs
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["points"] == points and (tmp_path / "ranking.png").stat().st_size > 0

@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, benchmark
 
 from unas_lightning.analysis.fmnist201 import FMNIST201Table
+from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
 from unas_lightning.costs import Candidate, NB201TableCost
 from unas_lightning.estimators import Reinforce
 from unas_lightning.genotypes import load_genotype
@@ -198,6 +199,11 @@ def test_weight_sharing_search_to_benchmark_string_to_retrain(tmp_path):
     for arch, truth in zip(first["architectures"], first["truth"], strict=True):
         assert truth == pytest.approx(table.accuracy(NB201Genotype.from_dict(arch)))
     assert -1 <= first["kendall_tau"] <= 1 and 0 <= first["top_k_overlap"] <= 10 and first["accuracy_spread"] >= 0
+    # the supernet and the table's parameter count as one ranker, weights SUPERNET_COUNT_WEIGHTS
+    assert first["params"] == [table.params_m(NB201Genotype.from_dict(a)) for a in first["architectures"]]
+    both = ranking_report(rank_average([first["supernet"], first["params"]], SUPERNET_COUNT_WEIGHTS), first["truth"])
+    assert first["kendall_tau_with_count"] == pytest.approx(both["kendall_tau"])
+    assert first["top_k_overlap_with_count"] == both["top_k_overlap"] and "kendall_tau_top20_with_count" in first
     path = next((tmp_path / "search").rglob("genotype.json"))
     cell = NB201Genotype.from_arch_str(json.loads(path.read_text())["arch"])
     assert load_genotype(path) == cell and cell.table_key() in NB201Table("cifar10").records

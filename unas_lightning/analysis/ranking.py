@@ -78,6 +78,12 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     return float("nan") if pair is None else float(spearman_corrcoef(*pair))
 
 
+#: the rank-average weights (supernet accuracy, parameter count) that rank FMNIST-201 best of 3:1, 1:1 and 1:3:
+#: better than the count alone and than the supernet alone in each of ten supernets measured
+#: (docs/results/ranking.md, "Supernet and count together")
+SUPERNET_COUNT_WEIGHTS = (1.0, 3.0)
+
+
 def rank_average(scores: Sequence[Sequence[float]], weights: Sequence[float]) -> list[float]:
     """A weighted mean of several rankers' normalised ranks: one score per item, higher is better.
 
