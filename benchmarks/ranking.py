@@ -15,7 +15,8 @@ training time: one whose w update costs c single-path updates runs 1/c of the ep
 
 Variants (each a setting the literature says matters; the default is ``discrete``):
 
-* ``discrete``: one-hot paths z ~ uniform (SPOS), Adam lr 3e-3, cosine schedule (nb201_fmnist.yaml);
+* ``discrete``: one-hot paths z ~ uniform (SPOS), Adam lr 3e-3, cosine schedule (nb201_fmnist.yaml's search
+  steps; its warm-up is ``deisomorphic``'s);
 * ``sgd``: one-hot paths, SGD with Nesterov momentum 0.9, lr 0.05, weight decay 5e-4, cosine (NAS-Bench-201's
   own recipe);
 * ``fair``: FairNAS's strict fairness (``warmup_w_step_arch="fair"``): every operation of every edge once

@@ -7,7 +7,8 @@
 
 Every method is ``configs/search/nb201_fmnist.yaml`` (the NAS-Bench-201 supernet, C=8, on Fashion-MNIST)
 through the public CLI class (``UnasCLI``, what ``unas-cli fit`` runs) with the overrides below, one run
-per seed, the same supernet budget for all (the config's 5 epochs of 468 steps, 3 of them warm-up). The
+per seed, the same supernet budget for all (the config's 5 epochs of 468 steps, 3 of them warm-up, each
+method's warm-up on its own w-step, ``STUDY_WARMUP``, unless it names another). The
 cell each derives is read off the FMNIST-201 table (``GroundTruthReport``; a cell outside the table's
 sample is trained with the table's protocol and both seeds, once, and cached in ``--out``): its test
 accuracy trained alone, its percentile among the table's cells, its regret against the table's best,
@@ -55,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "configs" / "search" / "nb201_fmnist.yaml"
 EST = "--model.init_args.estimator"
 METHODS: dict[str, tuple[str, list[str]]] = {
-    "unas_gen": ("UNAS: REBAR on L_gen (the config)", []),
+    "unas_gen": ("UNAS: REBAR on L_gen (the config, warmed up on the search's own w-step)", []),
     "unas_val": ("UNAS: REBAR on L_val", ["--model.init_args.objective", "val"]),
     "unas_train": ("UNAS: REBAR on L_train", ["--model.init_args.objective", "train"]),
     "relax": ("RELAX on L_gen", [EST, "unas_lightning.estimators.Relax"]),
@@ -105,7 +106,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
     ),
     "unas_gen_deiso": (
-        "UNAS on L_gen, warm-up with de-isomorphic sampling (every distinct cell equally often)",
+        "UNAS on L_gen, warm-up with de-isomorphic sampling (every distinct cell equally often): the config",
         ["--model.init_args.warmup_w_step_arch", "deisomorphic"],
     ),
     "unas_gen_lr": (
@@ -113,6 +114,9 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ["--model.init_args.phi_optimizer.init_args.lr", "0.05"],
     ),
 }
+#: every method warms up on its own w-step (the config's ``w_step_arch``, or the method's), as the study's
+#: first runs did before the config's warm-up became de-isomorphic; a method's own overrides come after
+STUDY_WARMUP = ["--model.init_args.warmup_w_step_arch", "null"]
 BASELINE = "random_equal"
 #: a zero-cost ranker (no training, no supernet) over the candidates rsps ranks
 PARAMS = "params"
@@ -152,7 +156,8 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
     t0, cpu0 = time.perf_counter(), time.process_time()
     cli = _cli(
         [
-            "fit", "--config", str(CONFIG), *args.budget, *METHODS[method][1], "--seed_everything", str(seed),
+            "fit", "--config", str(CONFIG), *args.budget, *STUDY_WARMUP, *METHODS[method][1],
+            "--seed_everything", str(seed),
             "--trainer.default_root_dir", str(out / "runs" / name), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false",
             "--trainer.callbacks.init_args.train_missing", "false",  # judged below, outside the search's time

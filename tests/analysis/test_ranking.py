@@ -149,6 +149,9 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
     assert size(NB201Genotype.from_arch_str(runs[2]["arch"])) >= size(NB201Genotype.from_arch_str(runs[1]["arch"]))
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 5
+    # the study's protocol: each method warms up on its own w-step, whatever warm-up the config ships
+    (config,) = (tmp_path / "runs" / "unas_gen_0").rglob("config.yaml")
+    assert "warmup_w_step_arch: null" in config.read_text()
     assert bench.main(["--quick", "--out", str(tmp_path)]) == runs  # resumed: nothing run twice
     assert bench.permutation_p([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 0.05
 
