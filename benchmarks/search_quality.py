@@ -23,7 +23,9 @@ whether it collapsed to a parameter-free cell (no convolution), and its NAS-Benc
 * ``rsps_count``: the same candidates and supernet, ranked by the supernet's accuracy and the parameter
   count combined (``analysis.ranking.rank_average``, weights 1:3, the ranking study's best); it reads the
   supernet accuracies the ``rsps`` run of its seed saved (``candidates.json``) or, without one, trains
-  that supernet itself.
+  that supernet itself;
+* ``rsps_deiso``, ``rsps_deiso_count``: the same two on a supernet warmed up de-isomorphically (the config's
+  warm-up): does a supernet that ranks better pick better?
 * ``random_equal``: random search at equal compute: as many cells as the CPU time the ``unas_gen``
   search consumed (``search_cpu_s``: processor seconds summed over its threads, so neither other jobs
   on the machine nor the thread count change it) would have trained alone, at the table's median
@@ -101,6 +103,14 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         "rsps's candidates by supernet accuracy and parameter count, 1:3",
         ["--model.init_args.warmup_epochs", "1000"],
     ),
+    "rsps_deiso": (
+        "rsps on a supernet trained de-isomorphically (the config's warm-up)",
+        ["--model.init_args.warmup_epochs", "1000", "--model.init_args.warmup_w_step_arch", "deisomorphic"],
+    ),
+    "rsps_deiso_count": (
+        "rsps_deiso's candidates by supernet accuracy and parameter count, 1:3",
+        ["--model.init_args.warmup_epochs", "1000", "--model.init_args.warmup_w_step_arch", "deisomorphic"],
+    ),
     "unas_gen_wd": (
         "UNAS on L_gen, supernet with weight decay 5e-4 (ranked better in the ranking study)",
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
@@ -129,10 +139,13 @@ COMPARISONS = [
     ("unas_gen", "rsps"), ("unas_gen", BASELINE), ("unas_gen_wd", "unas_gen"), ("unas_gen_lr", "unas_gen"),
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
     ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"), ("rsps_count", "rsps"), ("rsps_count", PARAMS),
-    ("unas_gen_deiso", "unas_gen"),
+    ("unas_gen_deiso", "unas_gen"), ("rsps_deiso", "rsps"), ("rsps_deiso_count", "rsps_count"),
 ]  # fmt: skip
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"
+#: the methods that re-rank another's candidates with the count, and that method (both rank shared weights)
+COUNT_OF = {"rsps_count": "rsps", "rsps_deiso_count": "rsps_deiso"}
+SHARED_WEIGHT_PICKS = {*COUNT_OF, *COUNT_OF.values()}
 PARAMETER_FREE = {"none", "skip_connect", "avg_pool_3x3"}
 
 
@@ -148,10 +161,10 @@ def _cli(args: list[str]) -> Any:
 
 
 def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """One search through the CLI: the derived cell (or, for ``rsps`` and ``rsps_count``, the pick among the
+    """One search through the CLI: the derived cell (or, for ``SHARED_WEIGHT_PICKS``, the pick among the
     candidates) and its wall and CPU time."""
-    if method == "rsps_count" and (out / "runs" / f"rsps_{seed}" / CANDIDATES).is_file():
-        return count_pick(seed, out / "runs" / f"rsps_{seed}")  # the rsps supernet of this seed, re-ranked
+    if method in COUNT_OF and (out / "runs" / f"{COUNT_OF[method]}_{seed}" / CANDIDATES).is_file():
+        return count_pick(method, seed, out / "runs" / f"{COUNT_OF[method]}_{seed}")  # its supernet, re-ranked
     name = f"{method}_{seed}"
     t0, cpu0 = time.perf_counter(), time.process_time()
     cli = _cli(
@@ -164,15 +177,15 @@ def search(method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[
         ]
     )  # fmt: skip
     run = {"method": method, "seed": seed, "entropy": float(cli.model.space.distribution().entropy())}
-    if method not in ("rsps", "rsps_count"):
+    if method not in SHARED_WEIGHT_PICKS:
         cell = cli.model.space.genotype()
         return {**run, "arch": cell.to_arch_str(), "search_s": time.perf_counter() - t0,
                 "search_cpu_s": time.process_time() - cpu0}  # fmt: skip
     scores = supernet_scores(cli, args.rsps_cells, seed)
     run.update(search_s=time.perf_counter() - t0, search_cpu_s=time.process_time() - cpu0)
     (out / "runs" / name / CANDIDATES).write_text(json.dumps({**run, "candidates": scores}))
-    if method == "rsps_count":
-        return count_pick(seed, out / "runs" / name)
+    if method in COUNT_OF:
+        return count_pick(method, seed, out / "runs" / name)
     return {**run, "arch": max(scores, key=lambda c: c["supernet"])["arch"]}
 
 
@@ -196,10 +209,10 @@ def supernet_scores(cli: Any, cells: int, seed: int) -> list[dict[str, Any]]:
             for g in candidates(space, cells, seed)]  # fmt: skip
 
 
-def count_pick(seed: int, folder: Path) -> dict[str, Any]:
-    """``rsps_count``: the candidates a supernet scored (``CANDIDATES`` in ``folder``), ranked by the rank
-    average of supernet accuracy and parameter count (``SUPERNET_COUNT_WEIGHTS``, the first taken on a tie); the
-    search time is that supernet's."""
+def count_pick(method: str, seed: int, folder: Path) -> dict[str, Any]:
+    """``rsps_count``, ``rsps_deiso_count``: the candidates a supernet scored (``CANDIDATES`` in ``folder``),
+    ranked by the rank average of supernet accuracy and parameter count (``SUPERNET_COUNT_WEIGHTS``, the first
+    taken on a tie); the search time is that supernet's."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
     from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
@@ -210,7 +223,7 @@ def count_pick(seed: int, folder: Path) -> dict[str, Any]:
     params = [size(NB201Genotype.from_arch_str(c["arch"])) for c in scored]
     score = rank_average([[c["supernet"] for c in scored], params], SUPERNET_COUNT_WEIGHTS)
     best = max(range(len(scored)), key=lambda i: score[i])
-    return {**saved, "method": "rsps_count", "seed": seed, "arch": scored[best]["arch"]}
+    return {**saved, "method": method, "seed": seed, "arch": scored[best]["arch"]}
 
 
 def params_pick(seed: int, cells: int, args: argparse.Namespace) -> dict[str, Any]:
