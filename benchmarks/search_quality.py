@@ -405,16 +405,18 @@ def _entropy_of_run_folder(folder: Path) -> dict[str, float]:
 
 
 def warmup_rankings(out: Path, table_path: str | None = None) -> str:
-    """Why the searches find what they find: the supernet's ranking at the end of the config's one-hot
-    warm-up (the cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs
-    with the same warm-up counted once, methods that warm up with another w-step left out) against the
-    parameter count's on the same cells."""
+    """Why the searches find what they find: the supernet's ranking at the end of the one-hot warm-up (the
+    cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs with the same
+    warm-up counted once, methods that warm up with another w-step left out) against the parameter count's
+    on the same cells: a sentence for the uniform one-hot warm-up, and one for the de-isomorphic warm-up
+    where runs used it."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
     from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(table_path, train_missing=False).params_m
-    seen, supernet, count, agree, both = set(), [], [], [], []
+    seen: set[str] = set()
+    figures: dict[str, dict[str, list[float]]] = {}  # warm-up -> figure -> one value per distinct warm-up
     for path in sorted(out.glob("runs/*/*/version_*/ranking.json")):
         method = path.parts[-4].rsplit("_", 1)[0]
         if method not in METHODS or "--model.init_args.w_step_arch" in METHODS[method][1]:
@@ -425,28 +427,35 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
         if "supernet" not in first or key in seen:
             continue
         seen.add(key)
+        warmup = "de-isomorphic" if "deisomorphic" in METHODS[method][1] else "uniform one-hot"
         params = [size(NB201Genotype.from_arch_str(a["arch"])) for a in first["architectures"]]
-        supernet.append(ranking_report(first["supernet"], first["truth"])["kendall_tau"])
-        count.append(ranking_report(params, first["truth"])["kendall_tau"])
-        agree.append(ranking_report(first["supernet"], params)["kendall_tau"])
-        both.append(
-            ranking_report(rank_average([first["supernet"], params], SUPERNET_COUNT_WEIGHTS), first["truth"])[
-                "kendall_tau"
-            ]
-        )
-    if len(supernet) < 2:
-        return ""
+        both = rank_average([first["supernet"], params], SUPERNET_COUNT_WEIGHTS)
+        values = {
+            "supernet": ranking_report(first["supernet"], first["truth"])["kendall_tau"],
+            "count": ranking_report(params, first["truth"])["kendall_tau"],
+            "agree": ranking_report(first["supernet"], params)["kendall_tau"],
+            "both": ranking_report(both, first["truth"])["kendall_tau"],
+        }
+        for name, value in values.items():
+            figures.setdefault(warmup, {}).setdefault(name, []).append(value)
 
     def ms(x: list[float]) -> str:
         return f"{statistics.fmean(x):.2f} +- {statistics.stdev(x):.2f}"
 
-    return (
-        f"At the end of the warm-up ({len(supernet)} distinct warm-ups, the cells each RankingMonitor evaluated): "
-        f"the supernet ranks them at Kendall tau {ms(supernet)}, their parameter count at {ms(count)}; the two "
-        f"orders agree at {ms(agree)}; their rank average (supernet : count {SUPERNET_COUNT_WEIGHTS[0]:g}:"
-        f"{SUPERNET_COUNT_WEIGHTS[1]:g}) "
-        f"ranks them at {ms(both)}."
-    )
+    weights = f"{SUPERNET_COUNT_WEIGHTS[0]:g}:{SUPERNET_COUNT_WEIGHTS[1]:g}"
+    lines = []
+    for warmup in ("uniform one-hot", "de-isomorphic"):
+        f = figures.get(warmup, {})
+        if len(f.get("supernet", [])) < 2:
+            continue
+        what = "At the end of the warm-up" if warmup == "uniform one-hot" else "At the end of the de-isomorphic warm-up"
+        lines.append(
+            f"{what} ({len(f['supernet'])} distinct warm-ups, the cells each RankingMonitor evaluated): the supernet "
+            f"ranks them at Kendall tau {ms(f['supernet'])}, their parameter count at {ms(f['count'])}; the two "
+            f"orders agree at {ms(f['agree'])}; their rank average (supernet : count {weights}) ranks them at "
+            f"{ms(f['both'])}."
+        )
+    return "\n".join(lines)
 
 
 def _f(values: list[float], digits: int = 2) -> str:

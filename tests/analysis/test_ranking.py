@@ -176,12 +176,21 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
         evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
         (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
     line = bench.warmup_rankings(tmp_path)
-    assert line.startswith("At the end of the warm-up (2 distinct warm-ups"), line
+    assert line.startswith("At the end of the warm-up (2 distinct warm-ups") and "\n" not in line, line
     assert "the two orders agree at 0.00 +- 1.41" in line, line  # +1 and -1
     # weighted 1:3 toward the count, the rank average keeps the count's order whichever way the supernet goes
     count, both = re.search(r"parameter count at (\S+ \+- \S+);.*ranks them at (\S+ \+- \S+)\.$", line).groups()
     assert both == count and count.endswith("+- 0.00"), line
     assert bench.warmup_rankings(tmp_path / "nothing") == ""
+    # runs warmed up de-isomorphically get a sentence of their own
+    swapped = [rising[1], rising[0], *rising[2:]]  # warm-ups of their own: not the orders above
+    for run, supernet in [("unas_gen_deiso_0", swapped), ("unas_gen_deiso_1", swapped[::-1])]:
+        folder = tmp_path / "runs" / run / "nb201_fmnist" / "version_0"
+        folder.mkdir(parents=True)
+        evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
+        (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
+    first, second = bench.warmup_rankings(tmp_path).splitlines()
+    assert first == line and second.startswith("At the end of the de-isomorphic warm-up (2 distinct warm-ups"), second
 
 
 @pytest.mark.slow
