@@ -10,10 +10,10 @@ from conftest import tiny_data, tiny_trainer
 
 from unas_lightning import FashionMNISTDataModule, SearchModule
 from unas_lightning.estimators import Reinforce
+from unas_lightning.search.deisomorphic import DeIsomorphicSample
 from unas_lightning.search.few_shot import candidate_of, pick, split_supernet
 from unas_lightning.search.w_step import DiscreteSample, FairSample, PathDropout, resolve_w_step_arch
 from unas_lightning.spaces import NB201Genotype, NB201Space
-from unas_lightning.spaces.nb201.deisomorphic import DeIsomorphicSample
 
 
 def _logits(rows: int = 6, candidates: int = 5) -> dict[str, torch.Tensor]:

@@ -89,7 +89,7 @@ class SearchModule(L.LightningModule):
             that ignore phi train the supernet for ranking before the search starts: ``"fair"`` (FairNAS's
             strict fairness: every operation of every edge once per update) or ``"path_dropout"``; in the
             NAS-Bench-201 space ``"deisomorphic"`` trains every distinct cell equally often
-            (``spaces.nb201.deisomorphic``).
+            (``search.deisomorphic``).
         w_optimizer: optimizer factory for w (default Adam, lr 3e-4, as the paper's code).
         phi_optimizer: optimizer factory for phi (default Adam, lr 1e-3, as the paper's code).
         w_scheduler: LR scheduler factory for w (default cosine annealing over ``max_epochs``).

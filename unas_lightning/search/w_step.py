@@ -2,7 +2,7 @@
 
 ``SearchModule(w_step_arch=...)`` (and ``warmup_w_step_arch=...``, the warm-up's) takes an instance, or its
 short name ``"discrete"``, ``"relaxed"``, ``"softmax"``, ``"fair"``, ``"path_dropout"`` or, in the
-NAS-Bench-201 space, ``"deisomorphic"`` (``spaces.nb201.deisomorphic``; default settings). Each returns
+NAS-Bench-201 space, ``"deisomorphic"`` (``search.deisomorphic``; default settings). Each returns
 detached architectures for the current phi: one per w-step, or several whose gradients one w update
 averages (``paths``, e.g. FairNAS's strict fairness).
 """
@@ -129,7 +129,7 @@ W_STEP_ARCHS: dict[str, type[WStepArch] | str] = {
     "softmax": SoftmaxMixture,
     "fair": FairSample,
     "path_dropout": PathDropout,
-    "deisomorphic": "unas_lightning.spaces.nb201.deisomorphic.DeIsomorphicSample",
+    "deisomorphic": "unas_lightning.search.deisomorphic.DeIsomorphicSample",
 }
 
 
