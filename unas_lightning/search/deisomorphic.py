@@ -22,19 +22,16 @@ from unas_lightning.distributions import Arch, ArchDistribution, expand_rows
 from unas_lightning.search.w_step import WStepArch
 from unas_lightning.spaces.nb201.genotype import EDGES, NB201Genotype
 from unas_lightning.spaces.nb201.ops import NB201_OPS
+from unas_lightning.spaces.nb201.table import cell_index
 
 
 @functools.cache
 def acceptance() -> Tensor:
-    """Per genotype (index: its table key read in base 5), 1 / the size of its isomorphism class; 0 for a
-    cell with no path from input to output (it computes zeros and trains nothing)."""
+    """Per genotype, in table-key order (``NB201Genotype.all``; indexed by ``cell_index``), 1 / the size of its
+    isomorphism class; 0 for a cell with no path from input to output (it computes zeros and trains nothing)."""
     keys = [g.unique_key() if g.connected() else None for g in NB201Genotype.all()]
     sizes = Counter(keys)
-    weights = torch.zeros(len(NB201_OPS) ** len(EDGES))
-    for genotype, key in zip(NB201Genotype.all(), keys, strict=True):
-        if key is not None:
-            weights[int(genotype.table_key(), len(NB201_OPS))] = 1.0 / sizes[key]
-    return weights
+    return torch.tensor([0.0 if key is None else 1.0 / sizes[key] for key in keys])
 
 
 class DeIsomorphicSample(WStepArch):
@@ -64,12 +61,11 @@ class DeIsomorphicSample(WStepArch):
         rows = logits["cell"] if examples is None else expand_rows(logits, examples)["cell"]
         with torch.no_grad():
             keep = acceptance().to(rows.device)
-            powers = len(NB201_OPS) ** torch.arange(len(EDGES) - 1, -1, -1, device=rows.device)
             z = torch.zeros_like(rows)
             todo = torch.ones(rows.shape[:-2], dtype=torch.bool, device=rows.device)
             while bool(todo.any()):
                 draw = ArchDistribution({"cell": rows}).sample()["cell"]
-                index = (draw.argmax(-1) * powers).sum(-1)
+                index = cell_index(draw)
                 accepted = todo & (torch.rand(index.shape, device=rows.device) < keep[index])
                 z = torch.where(accepted[..., None, None], draw, z)
                 todo &= ~accepted
