@@ -40,7 +40,7 @@ The table ends with what one stand-alone training seed ranks like (its tau again
 the noise of the ground truth itself, a ceiling no ranker can be measured beyond; and with what the
 parameter count ranks like (a zero-cost ranker: a supernet below it has learned less than a count).
 Each point also gives the figures of the supernet's accuracy and the parameter count combined
-(``RankingMonitor``'s ``_with_count`` figures: ``analysis.ranking.rank_average``, weights
+(``RankingMonitor``'s ``_with_count`` figures: ``analysis.ranking.with_count_report``, weights
 ``SUPERNET_COUNT_WEIGHTS``): the "supernet + count" columns; ``--combine`` compares other weights.
 
 An interrupted run resumes: variants already in ``--out``/results.json with the same settings are kept.
@@ -57,7 +57,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 
@@ -179,7 +179,7 @@ def train_few_shot(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     import torch
 
     from unas_lightning import SearchModule
-    from unas_lightning.analysis.ranking import ranking_report, supernet_accuracy
+    from unas_lightning.analysis.ranking import ranking_report, supernet_accuracy, with_count_report
     from unas_lightning.search.few_shot import pick, split_supernet
 
     half = max(1, args.epochs // 2)
@@ -211,7 +211,7 @@ def train_few_shot(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
         {"variant": "few_shot", "steps": base.points[-1]["steps"] + len(subs) * steps, "minutes": seconds / 60,
          "cells": len(accuracies), "mean_accuracy": sum(accuracies) / len(accuracies),
          "spread": statistics.pstdev(accuracies), **{k: v for k, v in report.items() if k != "cells"},
-         **with_count(accuracies, base.monitor._params, truths)}
+         **with_count_report(accuracies, cast("list[float]", base.monitor.params), truths)}
     )  # fmt: skip
     print(f"few_shot: {points[-1]}", flush=True)
     return points
@@ -274,16 +274,8 @@ def by_parameters() -> str:
     )
 
 
-#: the figures of the supernet's accuracy and the parameter count combined (``RankingMonitor``'s)
+#: the figures of the supernet's accuracy and the parameter count combined (``analysis.ranking.with_count_report``)
 COMBINED = ("kendall_tau_with_count", "kendall_tau_top20_with_count", "top_k_overlap_with_count")
-
-
-def with_count(supernet: list[float], params: list[float], truth: list[float]) -> dict[str, float]:
-    """``COMBINED`` for supernet accuracies that ``RankingMonitor`` did not measure (few-shot's)."""
-    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
-
-    report = ranking_report(rank_average([supernet, params], SUPERNET_COUNT_WEIGHTS), truth)
-    return {f"{k}_with_count": report[k] for k in ("kendall_tau", "kendall_tau_top20", "top_k_overlap")}
 
 
 def combinations(folders: list[Path]) -> str:
@@ -291,7 +283,7 @@ def combinations(folders: list[Path]) -> str:
     ``folders`` recorded (each variant's ``ranking.json``): a table of Kendall tau / tau over the top 20% /
     top-10 in top 10% per weight (supernet : count), the supernet alone and the count alone at its ends."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import rank_average, ranking_report
+    from unas_lightning.analysis.ranking import with_count_report
     from unas_lightning.spaces.genotype import Genotype
 
     size = FMNIST201Table(train_missing=False).params_m
@@ -300,11 +292,12 @@ def combinations(folders: list[Path]) -> str:
     rows = [f"| run | variant | w-steps | {' | '.join(names)} |", "|---|---|---|" + "---|" * len(names)]
     for path in sorted(p for folder in folders for p in folder.glob("*/version_*/ranking.json")):
         for record in json.loads(path.read_text())["evaluations"]:
-            params = [size(Genotype.from_dict(a)) for a in record["architectures"]]  # type: ignore[arg-type]
+            params = record.get("params") or [size(Genotype.from_dict(a)) for a in record["architectures"]]  # type: ignore[arg-type]
             cells = []
             for weight in weights:
-                r = ranking_report(rank_average([record["supernet"], params], weight), record["truth"])
-                cells.append(f"{r['kendall_tau']:.3f} / {r['kendall_tau_top20']:.3f} / {r['top_k_overlap']:.0f}")
+                r = with_count_report(record["supernet"], params, record["truth"], weights=weight)
+                tau, top, overlap = (r[k] for k in COMBINED)
+                cells.append(f"{tau:.3f} / {top:.3f} / {overlap:.0f}")
             rows.append(f"| {path.parents[2].name} | {path.parents[1].name} | {record['step']} | {' | '.join(cells)} |")
     return "\n".join(rows)
 

@@ -123,6 +123,10 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         "UNAS on L_gen, phi's Adam learning rate 0.05 instead of 0.01 (p_phi stays near uniform at 0.01)",
         ["--model.init_args.phi_optimizer.init_args.lr", "0.05"],
     ),
+    "unas_gen_long": (
+        "UNAS on L_gen at SNAS's CPU time: 8 warm-up + 5 search epochs instead of 3 + 2 (13 in all)",
+        ["--trainer.max_epochs", "13", "--model.init_args.warmup_epochs", "8"],
+    ),
 }
 #: every method warms up on its own w-step (the config's ``w_step_arch``, or the method's), as the study's
 #: first runs did before the config's warm-up became de-isomorphic; a method's own overrides come after
@@ -140,6 +144,7 @@ COMPARISONS = [
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
     ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"), ("rsps_count", "rsps"), ("rsps_count", PARAMS),
     ("unas_gen_deiso", "unas_gen"), ("rsps_deiso", "rsps"), ("rsps_deiso_count", "rsps_count"),
+    ("snas", "unas_gen_long"), ("unas_gen_long", "unas_gen"),
 ]  # fmt: skip
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"
@@ -404,37 +409,44 @@ def _entropy_of_run_folder(folder: Path) -> dict[str, float]:
     return {"entropy": json.loads(summaries[-1].read_text())["entropy"]} if summaries else {}
 
 
+def _warmup_of(run: Path) -> str | None:
+    """How the run in version folder ``run`` warmed up, read from the config.yaml the CLI saved there:
+    "uniform one-hot" or "de-isomorphic"; None for a relaxed or softmax warm-up (the search's own w-step)."""
+    import yaml
+
+    model = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]
+    arch = model.get("warmup_w_step_arch") or model.get("w_step_arch")
+    return {"discrete": "uniform one-hot", "deisomorphic": "de-isomorphic"}.get(arch)
+
+
 def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     """Why the searches find what they find: the supernet's ranking at the end of the one-hot warm-up (the
     cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs with the same
-    warm-up counted once, methods that warm up with another w-step left out) against the parameter count's
-    on the same cells: a sentence for the uniform one-hot warm-up, and one for the de-isomorphic warm-up
-    where runs used it."""
+    warm-up counted once, runs that warm up with a relaxed or softmax w-step left out) against the parameter
+    count's on the same cells: a sentence for the uniform one-hot warm-up, and one for the de-isomorphic
+    warm-up where runs used it."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
-    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, rank_average, ranking_report
+    from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, ranking_report, with_count_report
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(table_path, train_missing=False).params_m
     seen: set[str] = set()
     figures: dict[str, dict[str, list[float]]] = {}  # warm-up -> figure -> one value per distinct warm-up
     for path in sorted(out.glob("runs/*/*/version_*/ranking.json")):
-        method = path.parts[-4].rsplit("_", 1)[0]
-        if method not in METHODS or "--model.init_args.w_step_arch" in METHODS[method][1]:
-            continue
+        warmup = _warmup_of(path.parent) if (path.parent / "config.yaml").is_file() else None
         evaluations = json.loads(path.read_text()).get("evaluations") or [{}]
         first = evaluations[0]
         key = json.dumps([first.get("architectures"), first.get("supernet")])
-        if "supernet" not in first or key in seen:
+        if warmup is None or "supernet" not in first or key in seen:
             continue
         seen.add(key)
-        warmup = "de-isomorphic" if "deisomorphic" in METHODS[method][1] else "uniform one-hot"
-        params = [size(NB201Genotype.from_arch_str(a["arch"])) for a in first["architectures"]]
-        both = rank_average([first["supernet"], params], SUPERNET_COUNT_WEIGHTS)
+        # ranking.json records the counts since the monitor computes them; older files: from the table
+        params = first.get("params") or [size(NB201Genotype.from_arch_str(a["arch"])) for a in first["architectures"]]
         values = {
             "supernet": ranking_report(first["supernet"], first["truth"])["kendall_tau"],
             "count": ranking_report(params, first["truth"])["kendall_tau"],
             "agree": ranking_report(first["supernet"], params)["kendall_tau"],
-            "both": ranking_report(both, first["truth"])["kendall_tau"],
+            "both": with_count_report(first["supernet"], params, first["truth"])["kendall_tau_with_count"],
         }
         for name, value in values.items():
             figures.setdefault(warmup, {}).setdefault(name, []).append(value)
@@ -491,6 +503,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--methods", default=",".join(ALL_METHODS))
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-list", default=None, help="these seeds only, e.g. 0,2,4 (two processes side by side)")
     parser.add_argument(
         "--rsps-cells", type=int, default=100, help="rsps, params: uniformly drawn cells ranked (supernet, count)"
     )
@@ -529,7 +542,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         import lightning as L
 
         L.pytorch.utilities.disable_possible_user_warnings()
-        for seed in range(args.seeds):
+        seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else range(args.seeds)
+        for seed in seeds:
             for method in methods:
                 if (method, seed) in done:
                     continue

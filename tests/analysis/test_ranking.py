@@ -158,8 +158,8 @@ def test_search_quality_on_fmnist201_quick_judges_every_method_by_the_table(tmp_
 
 def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_parameter_count(tmp_path):
     """search_quality.warmup_rankings: one figure per distinct warm-up (a repeated one and a DARTS run, whose
-    warm-up trains the softmax mixture, left out); a supernet whose order is the parameter count's agrees
-    with it at tau 1, one that reverses it at -1."""
+    warm-up trains the softmax mixture, left out: each run's warm-up read from its saved config.yaml); a
+    supernet whose order is the parameter count's agrees with it at tau 1, one that reverses it at -1."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
 
     bench = benchmark("search_quality")
@@ -169,12 +169,18 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
     archs = [{"space": "nb201", "arch": g.to_arch_str()} for g in cells]
     truth = [table.accuracy(g) for g in cells]
     rising = [float(i) for i in range(len(cells))]  # the supernet's accuracies, in parameter-count order
-    for run, supernet in [("unas_gen_0", rising), ("relax_0", rising), ("unas_val_1", rising[::-1]),
-                          ("darts1_0", rising[::-1])]:  # fmt: skip
+
+    def write(run: str, supernet: list[float], w_step: str, warmup: str | None) -> None:
         folder = tmp_path / "runs" / run / "nb201_fmnist" / "version_0"
         folder.mkdir(parents=True)
         evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
         (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
+        model = {"init_args": {"w_step_arch": w_step, "warmup_w_step_arch": warmup}}
+        (folder / "config.yaml").write_text(json.dumps({"model": model}))  # JSON is YAML
+
+    for run, supernet in [("unas_gen_0", rising), ("relax_0", rising), ("unas_val_1", rising[::-1])]:
+        write(run, supernet, "discrete", None)
+    write("darts1_0", rising[::-1], "softmax", None)
     line = bench.warmup_rankings(tmp_path)
     assert line.startswith("At the end of the warm-up (2 distinct warm-ups") and "\n" not in line, line
     assert "the two orders agree at 0.00 +- 1.41" in line, line  # +1 and -1
@@ -185,10 +191,7 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
     # runs warmed up de-isomorphically get a sentence of their own
     swapped = [rising[1], rising[0], *rising[2:]]  # warm-ups of their own: not the orders above
     for run, supernet in [("unas_gen_deiso_0", swapped), ("unas_gen_deiso_1", swapped[::-1])]:
-        folder = tmp_path / "runs" / run / "nb201_fmnist" / "version_0"
-        folder.mkdir(parents=True)
-        evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
-        (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
+        write(run, supernet, "discrete", "deisomorphic")
     first, second = bench.warmup_rankings(tmp_path).splitlines()
     assert first == line and second.startswith("At the end of the de-isomorphic warm-up (2 distinct warm-ups"), second
 

@@ -16,7 +16,9 @@ the ranking by stand-alone accuracy (each architecture retrained from scratch). 
 * :func:`rank_agreement`: both correlations for a set of architectures, with the per-architecture
   figures, as a :class:`RankAgreement` (a JSON-ready record);
 * :func:`rank_average`: one score from several rankers (e.g. the supernet's accuracy and a zero-cost
-  proxy such as the parameter count), a weighted mean of their normalised ranks.
+  proxy such as the parameter count), a weighted mean of their normalised ranks;
+* :func:`with_count_report`: the :func:`ranking_report` figures of the supernet's accuracy and the
+  parameter count ranked together (``SUPERNET_COUNT_WEIGHTS``), each named with a ``_with_count`` suffix.
 
 Values near 1 mean the supernet orders architectures as retraining does; near 0, a search on it picks at
 random; negative, it prefers the worse ones (e.g. a supernet that favours parameter-free operations,
@@ -290,3 +292,25 @@ def ranking_report(
         "kendall_tau_top20": kendall_tau([supernet[i] for i in best], [truth[i] for i in best]),
         "top_k_overlap": float(len(truly_best.intersection(picked))),
     }
+
+
+def with_count_report(
+    supernet: Sequence[float],
+    params: Sequence[float],
+    truth: Sequence[float],
+    top_k: int = 10,
+    weights: Sequence[float] = SUPERNET_COUNT_WEIGHTS,
+) -> dict[str, float]:
+    """:func:`ranking_report` of the supernet's accuracy and the parameter count ranked together.
+
+    One ranker from two (:func:`rank_average` with ``weights``, supernet first): Kendall tau over all and
+    over the top 20% and the top-k overlap, each named with a ``_with_count`` suffix (the names
+    ``RankingMonitor`` logs under ``ranking/`` and the ranking study tabulates).
+
+    Examples:
+        >>> r = with_count_report([0.3, 0.1, 0.2, 0.4], [1.0, 2.0, 3.0, 4.0], [60, 70, 80, 90], top_k=1)
+        >>> sorted(r), r["kendall_tau_with_count"]
+        (['kendall_tau_top20_with_count', 'kendall_tau_with_count', 'top_k_overlap_with_count'], 1.0)
+    """
+    report = ranking_report(rank_average([supernet, params], weights), truth, top_k=top_k)
+    return {f"{k}_with_count": report[k] for k in ("kendall_tau", "kendall_tau_top20", "top_k_overlap")}

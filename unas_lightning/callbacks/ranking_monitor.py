@@ -13,13 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
-from unas_lightning.analysis.ranking import (
-    SUPERNET_COUNT_WEIGHTS,
-    kendall_tau,
-    rank_average,
-    ranking_report,
-    supernet_accuracy,
-)
+from unas_lightning.analysis.ranking import kendall_tau, ranking_report, supernet_accuracy, with_count_report
 from unas_lightning.distributions import ArchDistribution
 from unas_lightning.spaces.genotype import Genotype
 from unas_lightning.utils.files import run_dir, write_json_atomic
@@ -48,8 +42,8 @@ class RankingMonitor(L.Callback):
       truly best 20%) and ``ranking/top_k_overlap`` (of the supernet's ``top_k`` best, how many are in
       the truly best 10%); the architectures are connected cells drawn from the table; the same figures
       with a ``_with_count`` suffix rank by the supernet's accuracy and the table's parameter count
-      combined (``analysis.ranking.rank_average``, weights ``SUPERNET_COUNT_WEIGHTS``), a ranker that
-      beat both of its parts on FMNIST-201;
+      combined (``analysis.ranking.with_count_report``), a ranker that beat both of its parts on
+      FMNIST-201; ``params`` holds those counts (M) once the architectures are drawn;
     * always: ``ranking/mean_accuracy``, ``ranking/accuracy_spread`` (the standard deviation of the
       supernet accuracies: a supernet that cannot tell architectures apart shows a small one) and, from
       the second evaluation on, ``ranking/stability`` (the Kendall tau between this evaluation and the
@@ -107,7 +101,7 @@ class RankingMonitor(L.Callback):
         self.history: list[dict[str, Any]] = []
         self._genotypes: list[Genotype] | None = None
         self._truths: list[float] | None = None
-        self._params: list[float] | None = None  # with a truth: the table's parameter count of each architecture
+        self.params: list[float] | None = None  # with a truth: the table's parameter count (M) of each architecture
         self._data: list[tuple[Tensor, Tensor]] | None = None
         self._calibration: list[tuple[Tensor, Tensor]] | None = None
 
@@ -154,9 +148,8 @@ class RankingMonitor(L.Callback):
         if truths is not None:
             report = ranking_report(accuracies, truths, top_k=self.top_k)
             record.update({k: v for k, v in report.items() if k != "cells"})
-            params = cast("list[float]", self._params)
-            both = ranking_report(rank_average([accuracies, params], SUPERNET_COUNT_WEIGHTS), truths, top_k=self.top_k)
-            record.update({f"{k}_with_count": v for k, v in both.items() if k != "cells" and k != "spearman_rho"})
+            params = cast("list[float]", self.params)
+            record.update(with_count_report(accuracies, params, truths, top_k=self.top_k))
             record["params"] = params
         record.update(architectures=[g.to_dict() for g in genotypes], supernet=accuracies, truth=truths)
         return record
@@ -188,7 +181,7 @@ class RankingMonitor(L.Callback):
             raise ValueError(f"RankingMonitor: the {self.truth} table holds {len(pool)} connected cells; it needs 2.")
         order = torch.randperm(len(pool), generator=generator)[: self.cells].tolist()
         genotypes = [pool[i] for i in order]
-        self._params = [float(table.params_m(g)) for g in genotypes]
+        self.params = [float(table.params_m(g)) for g in genotypes]
         return list(genotypes), [float(table.accuracy(g)) for g in genotypes]
 
     def evaluation_data(self, trainer: L.Trainer) -> list[tuple[Tensor, Tensor]]:
