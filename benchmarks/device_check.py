@@ -32,6 +32,7 @@ Parts (``--parts``, comma-separated; default all):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -245,7 +246,9 @@ def predictors(args, clock: Clock) -> dict:
 
 
 def step(args, clock: Clock) -> dict:
-    """benchmarks/search_step.py per precision / layout; its JSON rows."""
+    """benchmarks/search_step.py per precision / layout; its JSON rows. Each configuration runs in a process
+    of its own (a fresh device, a crash or hang cut off by the budget); ``--quick`` runs them in this one,
+    as search_step's own --quick runs its methods: it checks the script, not the timings."""
     if args.quick:
         scale = ["--quick", "--steps", "1"]
         configs = [("fp32", [], "unas,darts1,floor"), ("bf16", ["--precision", "bf16-mixed"], "unas")]
@@ -264,8 +267,15 @@ def step(args, clock: Clock) -> dict:
             skipped.append(name)
             continue
         path = Path(args.out) / f"step_{name}.json"
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "search_step.py"), *scale, *extra, "--methods", methods]
-        cmd += ["--json", str(path)] + (["--device", "cpu"] if args.device == "cpu" else [])
+        step_args = [*scale, *extra, "--methods", methods, "--json", str(path)]
+        step_args += ["--device", "cpu"] if args.device == "cpu" else []
+        if args.quick:
+            with contextlib.redirect_stdout(sys.stderr):  # its table: the JSON rows are what this part keeps
+                _search_step().main(step_args)
+            out.append({"config": name, **json.loads(path.read_text())})
+            print(f"  step: {name} done", file=sys.stderr, flush=True)
+            continue
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "search_step.py"), *step_args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=clock.timeout())
         except subprocess.TimeoutExpired:
@@ -278,6 +288,17 @@ def step(args, clock: Clock) -> dict:
         out.append({"config": name, **result})
         print(f"  step: {name} done", file=sys.stderr, flush=True)
     return {"rows": out, "skipped": skipped}
+
+
+def _search_step() -> Any:
+    """benchmarks/search_step.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_step", ROOT / "benchmarks" / "search_step.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def table_chunk(args, clock: Clock) -> dict:

@@ -55,7 +55,7 @@ def quick_space() -> ProxylessSpace:
     return ProxylessSpace(in_channels=1, num_classes=10, width_mult=0.25, stem_stride=1)
 
 
-def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0, device: str = "cpu"):
+def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0, device: str = "cpu", repeats: int = 10):
     gen = torch.Generator().manual_seed(seed)
     logits = {k: torch.zeros_like(v) for k, v in space.arch.items()}
     archs, lat = [], []
@@ -64,7 +64,7 @@ def time_archs(space: ProxylessSpace, n: int, backend: str, seed: int = 0, devic
         z = ArchDistribution(logits).sample(generator=gen)
         net = space.derived_network(space.genotype(z)).to(device)
         m = measure_latency(
-            net, (1, 28, 28), batch_size=32, warmup=3, repeats=10, backend=backend, device=device, num_threads=1
+            net, (1, 28, 28), batch_size=32, warmup=3, repeats=repeats, backend=backend, device=device, num_threads=1
         )
         archs.append(z)
         lat.append(m.median_ms)
@@ -76,7 +76,7 @@ def part_a(args) -> list[float]:
     rows, eager_latencies = [], []
     runs = [(b, int(n)) for b, n in (item.split(":") for item in args.a_runs.split(","))]
     for backend, n in runs:
-        archs, lat, seconds = time_archs(space, n, backend, device=args.device)
+        archs, lat, seconds = time_archs(space, n, backend, device=args.device, repeats=args.repeats)
         if backend == "eager" and not eager_latencies:
             eager_latencies = lat
         fit = fit_linear_model(archs, lat, holdout=0.2, alpha=1e-3)
@@ -123,6 +123,7 @@ def part_b(args, latencies: list[float]) -> None:
                     "--model.init_args.costs.init_args.target", str(target),
                     "--model.init_args.costs.init_args.weight", "5.0",
                     "--model.init_args.costs.init_args.calibration_archs", str(args.b_calibration),
+                    "--model.init_args.costs.init_args.meter.init_args.repeats", str(args.repeats),
                 ]
             )  # fmt: skip
             report = json.loads(next(Path(tmp).rglob("costs.json")).read_text())
@@ -209,12 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--c-repeats", type=int, default=5)
     parser.add_argument("--c-batch", type=int, default=32, help="(c) the large batch")
     parser.add_argument(
-        "--quick", action="store_true", help="every part at toy sizes (a: 24 networks, b: one short search, c: b=2)"
+        "--quick", action="store_true", help="toy sizes (a: 24 networks, b: one short search, c: b=2; 3 timed runs)"
     )
     parser.add_argument("--device", default="cpu", help="(a), (c) where to time: cpu or cuda (CUDA events)")
+    parser.add_argument("--repeats", type=int, default=10, help="(a), (b) timed runs per network (the median kept)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.a_runs, args.b_epochs, args.b_steps, args.b_calibration = "eager:24", 2, 2, 12
+        args.a_runs, args.b_epochs, args.b_steps, args.b_calibration, args.repeats = "eager:24", 2, 2, 12, 3
         args.b_quantiles, args.c_repeats, args.c_batch = [0.5], 1, 2
     print(f"`python benchmarks/latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"

@@ -296,7 +296,9 @@ def worker(method: str, args) -> dict:
     return _row(method, times, memory, device)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The benchmark with command-line arguments ``argv`` (default: ``sys.argv[1:]``)."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per method and round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
@@ -320,10 +322,10 @@ def main() -> None:
         action="store_true",
         help="unas, darts1 and floor, 1 round of 2 timed steps, in this process (checks the script)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.rounds = 2, 1, 1
-        if not any(a.startswith("--methods") for a in sys.argv[1:]):
+        if not any(a.startswith("--methods") for a in argv):
             args.methods = "unas,darts1,floor"
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args)))
@@ -335,7 +337,7 @@ def main() -> None:
     totals = {m: [] for m in methods}
     device = "?"
     passthrough, skip = [], False
-    for a in sys.argv[1:]:  # everything but --methods goes to the workers
+    for a in argv:  # everything but --methods goes to the workers
         if skip or a.startswith("--methods"):
             skip = a == "--methods" and not skip
             continue

@@ -29,8 +29,9 @@ pytestmark = [
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 # 512 examples: the search split's 256 + 256 are 8 batches of 32 (4 per rank), under the config's limits
 SMALL = ["--data.init_args.max_train_examples", "512"]
-# the quickstart's 2 warm-up epochs and one search epoch (its own 4 epochs run in test_the_quickstart_as_shipped...)
-THREE_EPOCHS = ["--trainer.max_epochs", "3"]
+# one warm-up epoch (the quickstart has 2) and one search epoch: the first epoch end (where the quickstart
+# deadlocked), the warm-up's end and a search epoch (its own 4 epochs run in test_the_quickstart_as_shipped...)
+TWO_EPOCHS = ["--model.init_args.warmup_epochs", "1", "--trainer.max_epochs", "2"]
 
 
 def _search(tmp_path: Path, name: str, *extra: str, timeout: float = 240) -> tuple[int | None, list[str], str]:
@@ -58,40 +59,40 @@ def test_sigterm_mid_epoch_stops_every_rank_with_a_checkpoint_that_resumes_bit_e
     the genotype identical on both ranks; SIGTERM to the launcher mid-epoch (what ``timeout`` and ``scancel``
     send) ends every rank within seconds with status 143 and a ``last.ckpt`` at that batch, and the run
     resumed with ``--ckpt_path last`` ends with the uninterrupted run's phi on both ranks."""
-    code, left, text = _search(tmp_path, "full", *THREE_EPOCHS)
+    code, left, text = _search(tmp_path, "full", *TWO_EPOCHS)
     assert code == 0 and not left, text[-3000:]
     assert "sync_dist" not in text, "an epoch-level metric is logged without reducing it across ranks"
-    for epoch in range(3):
+    for epoch in range(2):
         a, b = _phi(tmp_path, "full", 0, epoch), _phi(tmp_path, "full", 1, epoch)
         assert all(torch.equal(a[k], b[k]) for k in a), f"phi differs across ranks after epoch {epoch}"
         est = [torch.load(tmp_path / "full" / "probe" / f"estimator_rank{r}_epoch{epoch}.pt") for r in (0, 1)]
         assert "eta" in est[0] and all(torch.equal(est[0][k], est[1][k]) for k in est[0]), f"estimator, epoch {epoch}"
-    assert any(v.abs().sum() > 0 for v in _phi(tmp_path, "full", 0, 2).values()), "phi never moved"
+    assert any(v.abs().sum() > 0 for v in _phi(tmp_path, "full", 0, 1).values()), "phi never moved"
     written = json.loads(next((tmp_path / "full").rglob("genotype.json")).read_text())
     ranks = [json.loads((tmp_path / "full" / "probe" / f"genotype_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] == written
     assert len(list((tmp_path / "full").rglob("genotype.json"))) == 1, "more than one rank wrote a genotype"
     history = next((tmp_path / "full").rglob("genotypes.jsonl")).read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in history] == [2], "not one history line per search epoch"
+    assert [json.loads(line)["epoch"] for line in history] == [1], "not one history line per search epoch"
 
-    # rank 1 signals the launcher (rank 0) at the start of batch 2 of epoch 2, the first search epoch
-    signal_it = {"class_path": "ddp_probe.SignalLauncher", "init_args": {"epoch": 2, "batch": 2}}
-    code, left, text = _search(tmp_path, "resumed", *THREE_EPOCHS, f"--trainer.callbacks+={json.dumps(signal_it)}")
+    # rank 1 signals the launcher (rank 0) at the start of batch 2 of epoch 1, the search epoch
+    signal_it = {"class_path": "ddp_probe.SignalLauncher", "init_args": {"epoch": 1, "batch": 2}}
+    code, left, text = _search(tmp_path, "resumed", *TWO_EPOCHS, f"--trainer.callbacks+={json.dumps(signal_it)}")
     assert code == 128 + signal.SIGTERM, text[-3000:]
     assert not left, f"ranks outlived the launcher: {left}"
-    assert "SIGTERM received: stopped at epoch 2" in text and "Traceback" not in text, text[-3000:]
+    assert "SIGTERM received: stopped at epoch 1" in text and "Traceback" not in text, text[-3000:]
     ckpt = find_last_checkpoint([tmp_path / "resumed"])
     assert ckpt is not None, "no checkpoint was written on SIGTERM"
     state = load_checkpoint(ckpt)
-    assert state["epoch"] == 2, state["epoch"]
+    assert state["epoch"] == 1, state["epoch"]
     positions = state["loops"]["fit_loop"]["state_dict"].get("combined_loader")
-    assert positions is not None and all(p["epoch"] == 2 and 2 <= p["batches"] <= 3 for p in positions), positions
+    assert positions is not None and all(p["epoch"] == 1 and 2 <= p["batches"] <= 3 for p in positions), positions
 
-    code, left, text = _search(tmp_path, "resumed", *THREE_EPOCHS, "--ckpt_path", "last")
+    code, left, text = _search(tmp_path, "resumed", *TWO_EPOCHS, "--ckpt_path", "last")
     assert code == 0 and not left, text[-3000:]
     assert f"resuming from {ckpt}" in text
     for rank in (0, 1):
-        a, b = _phi(tmp_path, "full", rank, 2), _phi(tmp_path, "resumed", rank, 2)
+        a, b = _phi(tmp_path, "full", rank, 1), _phi(tmp_path, "resumed", rank, 1)
         diff = max((a[k] - b[k]).abs().max().item() for k in a)
         assert diff == 0.0, f"rank {rank}: phi differs from the uninterrupted run's by {diff}"
     resumed = max((tmp_path / "resumed").rglob("genotype.json"), key=lambda p: p.stat().st_mtime)
@@ -105,12 +106,12 @@ def test_darts_second_order_keeps_phi_identical_on_every_rank(tmp_path):
     w: the run ends, phi has moved in the search epoch and is the same tensor on both ranks."""
     est = "--model.init_args.estimator"
     code, left, text = _search(
-        tmp_path, "second_order", *THREE_EPOCHS, est, "unas_lightning.estimators.DartsSecondOrder",
+        tmp_path, "second_order", *TWO_EPOCHS, est, "unas_lightning.estimators.DartsSecondOrder",
         "--model.init_args.objective", "val", "--model.init_args.w_step_arch", "softmax",
     )  # fmt: skip
     assert code == 0 and not left, text[-3000:]
-    # epochs counted from 0: 0-1 the quickstart's warm-up, 2 its search epoch
-    warm, last = [_phi(tmp_path, "second_order", 0, e) for e in (1, 2)], _phi(tmp_path, "second_order", 1, 2)
+    # epochs counted from 0: 0 the warm-up, 1 the search epoch
+    warm, last = [_phi(tmp_path, "second_order", 0, e) for e in (0, 1)], _phi(tmp_path, "second_order", 1, 1)
     assert any(not torch.equal(warm[0][k], warm[1][k]) for k in last)  # the search epoch moved phi
     assert all(torch.equal(warm[1][k], last[k]) for k in last)  # rank 0 == rank 1
 
