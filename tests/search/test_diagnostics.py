@@ -150,3 +150,30 @@ def test_the_p_phi_heatmap_names_its_columns_per_family_of_selectors():
 
     ((_, rows, texts),) = panels(Unnamed(in_channels=1, num_classes=10, channels=4, layers=2, nodes=4))
     assert rows == 32 and texts == sum(v.numel() for v in darts.arch.values())  # every cell named
+
+
+def test_the_heatmap_drawn_again_each_epoch_is_the_heatmap_of_that_epochs_p_phi(tmp_path):
+    """Without a TensorBoard logger ArchitectureMonitor writes arch/p_phi_epoch{e}.png; it lays its figure out once
+    and redraws only the colours and title after: each epoch's image is pixel for pixel the image of a figure
+    built anew for that epoch's p_phi (phi moved between the epochs, so the images differ)."""
+    import matplotlib.image
+
+    from unas_lightning.callbacks import ArchitectureMonitor
+
+    torch.manual_seed(0)
+    module = SearchModule(DartsSpace(in_channels=1, num_classes=10, channels=4, layers=2), Reinforce())
+    module.warmup_epochs = 0
+    phis = []
+
+    class KeepPhi(L.Callback):  # runs after ArchitectureMonitor: the p_phi its image shows
+        def on_train_epoch_end(self, trainer, pl_module):
+            phis.append({k: torch.softmax(v.detach().float(), -1) for k, v in pl_module.space.arch.items()})
+
+    trainer = tiny_trainer(tmp_path, epochs=2, callbacks=[ArchitectureMonitor(), KeepPhi()])
+    trainer.fit(module, datamodule=tiny_data())
+    images = [matplotlib.image.imread(tmp_path / "arch" / f"p_phi_epoch{e}.png") for e in (0, 1)]
+    assert not torch.equal(torch.as_tensor(images[0]), torch.as_tensor(images[1])), "phi never moved"
+    for epoch, (image, probs) in enumerate(zip(images, phis, strict=True)):
+        fresh = ArchitectureMonitor.heatmap(module.space, probs, title=f"p_phi after epoch {epoch}")
+        fresh.savefig(tmp_path / "fresh.png", dpi=100)
+        assert torch.equal(torch.as_tensor(image), torch.as_tensor(matplotlib.image.imread(tmp_path / "fresh.png")))

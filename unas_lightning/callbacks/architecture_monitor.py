@@ -63,6 +63,7 @@ class ArchitectureMonitor(L.Callback):
         self.retrain_config = retrain_config
         self.summary: dict[str, Any] = {}
         self.folder: Path | None = None
+        self._figure: Figure | None = None  # rank 0's heatmap, drawn again every epoch
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -83,14 +84,34 @@ class ArchitectureMonitor(L.Callback):
         if not trainer.is_global_zero or not self.heatmaps:
             return
         probs = {k: p.cpu() for k, p in probs.items()}
-        fig = self.heatmap(space, probs, title=f"p_phi after epoch {trainer.current_epoch}")
+        fig = self._draw(space, probs, title=f"p_phi after epoch {trainer.current_epoch}")
         if logger is not None:
-            logger.experiment.add_figure("arch/p_phi", fig, global_step=trainer.global_step, close=True)
-            return
-        out = folder / "arch" / f"p_phi_epoch{trainer.current_epoch}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-        _close(fig)
+            logger.experiment.add_figure("arch/p_phi", fig, global_step=trainer.global_step, close=False)
+        else:
+            out = folder / "arch" / f"p_phi_epoch{trainer.current_epoch}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out, dpi=100)
+        fig.set_layout_engine("none")  # laid out by its first drawing: the labels never change
+
+    def _draw(self, space: SearchSpace, probs: dict[str, torch.Tensor], title: str) -> Figure:
+        """This run's heatmap with ``probs``: built at the first epoch (its layout, computed when it is first
+        drawn, is a third of a drawing's time), then only its colours and title are replaced."""
+        if self._figure is None:
+            self._figure = self.heatmap(space, probs, title=title)
+            return self._figure
+        families, _ = _families(space, probs)
+        width = max(len(row) for _, rows in families for _, row, _ in rows)
+        axes = [ax for ax in self._figure.axes if ax.images]  # the panels, not the colour bar
+        for ax, (_, rows) in zip(axes, families, strict=True):
+            ax.images[0].set_data(_grid(rows, width).numpy())
+        axes[0].set_title(title)
+        return self._figure
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._figure is not None:
+            _close(self._figure)
+            self._figure = None
 
     @staticmethod
     def heatmap(space: SearchSpace, probs: dict[str, torch.Tensor], title: str = "p_phi") -> Figure:
@@ -104,23 +125,7 @@ class ArchitectureMonitor(L.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        # (column names, rows); a row is (label, its probabilities, its category names)
-        families: list[tuple[list[str], list[tuple[str, torch.Tensor, list[str]]]]] = []
-        for key, p in probs.items():
-            p2 = p.reshape(-1, p.shape[-1])
-            names = list(space.category_names(key))
-            rows = [(key if p2.shape[0] == 1 else f"{key}[{r}]", row, names) for r, row in enumerate(p2)]
-            for columns, members in families:
-                shorter, longer = sorted((names, columns), key=len)
-                if longer[: len(shorter)] == shorter:  # one list continues the other: the same family
-                    columns[:] = longer
-                    members.extend(rows)
-                    break
-            else:
-                families.append((list(names), rows))
-        in_cells = len(families) > 4
-        if in_cells:  # one panel, every row's own names in its cells
-            families = [([], [row for _, members in families for row in members])]
+        families, in_cells = _families(space, probs)
         width = max(len(row) for _, rows in families for _, row, _ in rows)
         heights = [len(rows) for _, rows in families]
         fig, axes = plt.subplots(
@@ -132,10 +137,7 @@ class ArchitectureMonitor(L.Callback):
             layout="constrained",
         )
         for ax, (columns, rows) in zip(axes[:, 0], families, strict=True):
-            grid = torch.full((len(rows), width), float("nan"))
-            for i, (_, row, _) in enumerate(rows):
-                grid[i, : len(row)] = row
-            image = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+            image = ax.imshow(_grid(rows, width).numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_yticks(range(len(rows)), [label for label, _, _ in rows], fontsize=6)
             if in_cells:
                 ax.set_xticks(range(width), [str(i) for i in range(width)], fontsize=7)
@@ -229,6 +231,39 @@ def retrain_network(genotype: Genotype, config: str, shape: Sequence[int] | None
     except (OSError, yaml.YAMLError, TypeError, ValueError, KeyError, AttributeError) as err:
         return {"config": config, "error": f"{type(err).__name__}: {err}"}
     return {"config": config, **size}
+
+
+#: a heatmap panel: (column names, rows); a row is (its label, its probabilities, its category names)
+_Family = tuple[list[str], list[tuple[str, torch.Tensor, list[str]]]]
+
+
+def _families(space: SearchSpace, probs: dict[str, torch.Tensor]) -> tuple[list[_Family], bool]:
+    """The heatmap's panels (rows whose category names continue one another share one) and whether the names
+    go into the cells instead (more than four panels: all rows in one)."""
+    families: list[_Family] = []
+    for key, p in probs.items():
+        p2 = p.reshape(-1, p.shape[-1])
+        names = list(space.category_names(key))
+        rows = [(key if p2.shape[0] == 1 else f"{key}[{r}]", row, names) for r, row in enumerate(p2)]
+        for columns, members in families:
+            shorter, longer = sorted((names, columns), key=len)
+            if longer[: len(shorter)] == shorter:  # one list continues the other: the same family
+                columns[:] = longer
+                members.extend(rows)
+                break
+        else:
+            families.append((list(names), rows))
+    if len(families) > 4:  # one panel, every row's own names in its cells
+        return [([], [row for _, members in families for row in members])], True
+    return families, False
+
+
+def _grid(rows: list[tuple[str, torch.Tensor, list[str]]], width: int) -> torch.Tensor:
+    """A panel's probabilities, one row per selector, NaN (blank) past a row's own categories."""
+    grid = torch.full((len(rows), width), float("nan"))
+    for i, (_, row, _) in enumerate(rows):
+        grid[i, : len(row)] = row
+    return grid
 
 
 def _close(fig: Figure) -> None:
