@@ -246,37 +246,71 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- the type check, started early ----------------------------------------------------------------------
-_MYPY: tuple[subprocess.Popen, Path] | None = None
+_MYPY: tuple[subprocess.Popen | None, Path] | None = None
+
+
+def _mypy_files() -> Path | None:
+    """Under pytest-xdist: the output file of the one mypy run of this test session (its exit status goes to
+    the same name with ``.rc``), shared by the workers; None without xdist."""
+    import tempfile
+
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return Path(tempfile.gettempdir()) / f"unas-mypy-{uid}.txt" if uid else None
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """When the type check is among the tests to run, start mypy now, in the background: it runs beside
-    the tests before it on the second core instead of adding half a minute at its turn. Under pytest-xdist
-    every worker collects every test, so none starts it early: the test runs it at its turn on one worker
-    while the others go on."""
+    """When the type check is among the tests to run, start mypy now, in the background: it runs beside the
+    tests before it instead of adding its minute at its turn (under pytest-xdist, near the end of the run,
+    while the other workers may have finished). Without xdist this process starts it; under xdist the first
+    worker does, and whichever worker runs the test reads its result."""
     global _MYPY
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if not any(item.nodeid.endswith("test_types.py::test_mypy_passes") for item in session.items):
         return
-    if any(item.nodeid.endswith("test_types.py::test_mypy_passes") for item in session.items):
+    shared = _mypy_files()
+    if shared is None and not os.environ.get("PYTEST_XDIST_WORKER"):
         _MYPY = start_mypy()
+    elif shared is not None and os.environ.get("PYTEST_XDIST_WORKER") == "gw0":
+        _MYPY = start_mypy(shared)
 
 
-def start_mypy() -> tuple[subprocess.Popen, Path]:
-    """``python -m mypy`` over the package as pyproject.toml configures it; its output goes to a file."""
+def start_mypy(out: Path | None = None) -> tuple[subprocess.Popen | None, Path]:
+    """``python -m mypy`` over the package as pyproject.toml configures it; its output goes to ``out`` (default:
+    a new temporary file) and, when ``out`` is given, its exit status to ``out`` with the suffix ``.rc``."""
+    import shlex
     import tempfile
 
-    out = Path(tempfile.mkstemp(prefix="unas-mypy-", suffix=".txt")[1])
-    with open(out, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "mypy"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    return proc, out
+    if out is None:
+        out = Path(tempfile.mkstemp(prefix="unas-mypy-", suffix=".txt")[1])
+        with open(out, "w") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "mypy"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        return proc, out
+    rc = out.with_suffix(".rc")
+    script = (
+        f"{shlex.quote(sys.executable)} -m mypy > {shlex.quote(str(out))} 2>&1; echo $? > {shlex.quote(str(rc))}.tmp"
+    )
+    subprocess.Popen(["sh", "-c", f"{script} && mv {shlex.quote(str(rc))}.tmp {shlex.quote(str(rc))}"], cwd=ROOT)
+    return None, out
 
 
-def mypy_result() -> tuple[int, str]:
+def mypy_result(timeout: float = 600) -> tuple[int, str]:
     """The exit status and output of the mypy run started at collection (or of one started now)."""
     global _MYPY
+    shared = _mypy_files()
+    if _MYPY is None and shared is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        _MYPY = (None, shared)  # started by worker gw0 at its collection: its status file says when it is done
     proc, out = _MYPY if _MYPY is not None else start_mypy()
     _MYPY = None
-    code = proc.wait()
+    if proc is not None:
+        code = proc.wait()
+    else:
+        import time
+
+        rc, deadline = out.with_suffix(".rc"), time.monotonic() + timeout
+        while not rc.exists():
+            assert time.monotonic() < deadline, f"mypy started by worker gw0 wrote no {rc} in {timeout:.0f} s"
+            time.sleep(0.5)
+        code = int(rc.read_text())
+        rc.unlink()
     text = out.read_text()
     out.unlink()
     return code, text

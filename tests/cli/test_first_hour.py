@@ -182,7 +182,13 @@ def test_image_folders_without_images_stop_before_any_file_is_written(tmp_path, 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the config's GPU is present")
 def test_a_gpu_config_without_a_gpu_says_how_to_run_on_the_cpu(tmp_path, capsys):
+    """With its data set in place (a folder of one image per part: the data check passes before the model is
+    built), the ImageNet latency search config stops at its accelerator, saying how to run on the CPU."""
+    for part in ("train", "val"):
+        (tmp_path / "imagenet" / part / "n01440764").mkdir(parents=True)
+        (tmp_path / "imagenet" / part / "n01440764" / "a.JPEG").write_bytes(b"")
     args = ["fit", "--config", str(PROXYLESS), "--trainer.default_root_dir", str(tmp_path / "run")]
+    args += ["--data.init_args.root", str(tmp_path / "imagenet")]
     _stopped(run_cli_here(args, capsys), "--trainer.accelerator cpu")
 
 

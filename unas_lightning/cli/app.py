@@ -34,7 +34,8 @@ from unas_lightning.cli.checkpoints import (
     load_checkpoint,
 )
 from unas_lightning.cli.parser import UnasArgumentParser, config_files
-from unas_lightning.data.datamodules import MissingDatasetError
+from unas_lightning.data.datamodules import MissingDatasetError, VisionDataModule
+from unas_lightning.utils.imports import import_dotted
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import DDPStrategy
@@ -129,6 +130,23 @@ class UnasCLI(LightningCLI):
         if "strategy" not in kwargs and isinstance(strategy, str):
             kwargs["strategy"] = ddp_strategy(strategy, DDP_TIMEOUT if timeout is None else timeout)
         return super().instantiate_trainer(**kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        """A data set that is not on disk stops the run before the model is built (a paper-size supernet takes
+        seconds): the configured data module alone is built and checks its parts (``check_parts``; its
+        ``prepare_data`` checks again, after a download)."""
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        data = config.get("data")
+        if not isinstance(data, Namespace) or not isinstance(data.get("class_path"), str):
+            return
+        try:
+            cls = import_dotted(data.class_path)
+        except (ImportError, AttributeError, ValueError):
+            return  # the class is resolved, and reported, when the classes are built
+        init = data.get("init_args")
+        args = init.as_dict() if isinstance(init, Namespace) else {}
+        if isinstance(cls, type) and issubclass(cls, VisionDataModule) and not args.get("download"):
+            cls(**args).check_parts()
 
     # -- before each subcommand ---------------------------------------------------------------------
     def before_fit(self) -> None:

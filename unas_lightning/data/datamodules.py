@@ -178,8 +178,14 @@ class VisionDataModule(L.LightningDataModule):
         if self.download:
             self.load_arrays(train=True)
             self.load_arrays(train=False)
+        self.check_parts()
+
+    def check_parts(self) -> None:
+        """``check_available`` for every part a run reads: the training part, and with ``split="full"`` (which
+        evaluates on the test part during fit) the test part. ``unas-cli`` calls it before it builds the model
+        (unless ``download``), so that a missing data set stops a run in a moment."""
         self.check_available(train=True)
-        if self.split == "full":  # evaluates on the test part during fit
+        if self.split == "full":
             self.check_available(train=False)
 
     @override
