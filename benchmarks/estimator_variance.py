@@ -158,7 +158,7 @@ def partly_trained_supernet(args):
     space = DartsSpace(in_channels=1, num_classes=10, channels=8, layers=3, stem_stride=2)
     w_step = RelaxedSample(0.4) if args.b_w_step == "relaxed" else "discrete"
     module = SearchModule(space, objective="gen", gen_lambda=0.5, w_step_arch=w_step)
-    dm = FashionMNISTDataModule(batch_size=32, split="search")
+    dm = FashionMNISTDataModule(batch_size=args.b_batch_size, split="search")
     dm.setup("fit")
     loader = dm.train_dataloader()
     if args.checkpoint is not None:
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--var-draws", type=int, default=200, help="(c) draws per log-variance checkpoint")
     parser.add_argument("--checkpoint", type=Path, default=None, help="(b) a quickstart search's last.ckpt")
     parser.add_argument("--b-train-steps", type=int, default=300, help="(b) w-steps before measuring")
+    parser.add_argument("--b-batch-size", type=int, default=32, help="(b) the batch of the w-steps and estimates")
     parser.add_argument("--b-cv-examples", type=int, nargs="*", default=[8, 4], help="(b) cv_examples rows")
     parser.add_argument("--b-skip", nargs="*", default=[], help="(b) skip estimators whose name contains these")
     parser.add_argument("--b-warmup", type=int, default=100, help="(b) adaptation draws per estimator")
@@ -351,13 +352,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="every part at toy sizes (a: 200 estimates, b: 20 w-steps, 8 estimates, no self-tuning or "
+        help="every part at toy sizes (a: 200 estimates, b: 20 w-steps, batch 8, 8 estimates, no self-tuning or "
         "sub-batch rows, c: 100 steps, one seed): checks the script, not the figures",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.warmup, args.draws, args.steps, args.seeds, args.var_draws = 30, 200, 100, 1, 20
         args.b_train_steps, args.b_warmup, args.b_draws, args.b_cv_examples = 20, 4, 8, []
+        args.b_batch_size = 8
         args.b_skip = [*args.b_skip, "self-tuning", "independent"]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"`python benchmarks/estimator_variance.py {' '.join(argv if argv is not None else sys.argv[1:])}`")

@@ -24,6 +24,7 @@ and ``table.md`` to ``--out`` and prints the table; the last line reads ``best: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import random
@@ -99,14 +100,25 @@ def judge(archs: list[str], args: argparse.Namespace, out: Path) -> dict[str, di
     path = out / "judge.json"
     done: dict[str, dict[str, dict[str, float]]] = json.loads(path.read_text()) if path.exists() else {}
     jobs = [(a, s, args.quick) for a in archs for s in (0, 1) if str(s) not in done.get(a, {})]
-    if jobs:
-        print(f"judge: {len(jobs)} trainings on {args.workers} worker(s)", file=sys.stderr, flush=True)
-        with mp.get_context("spawn").Pool(args.workers, _init_worker, (args.quick,)) as pool:
-            for i, (arch, seed, result) in enumerate(pool.imap_unordered(_judge_one, jobs), 1):
-                done.setdefault(arch, {})[str(seed)] = result
-                path.write_text(json.dumps(done, indent=1) + "\n")
-                print(f"  [{i}/{len(jobs)}] seed {seed}: val {result['val']:.2f} ({result['seconds']:.0f} s)",
-                      file=sys.stderr, flush=True)  # fmt: skip
+    if not jobs:
+        return {a: done[a] for a in archs}
+    where = f"{args.workers} worker(s)" if args.workers > 0 else "this process"
+    print(f"judge: {len(jobs)} trainings on {where}", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.workers > 0:
+            pool = stack.enter_context(mp.get_context("spawn").Pool(args.workers, _init_worker, (args.quick,)))
+            results = pool.imap_unordered(_judge_one, jobs)
+        else:  # --workers 0 (--quick): no interpreters to start, one thread as in a worker
+            import torch
+
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            _init_worker(args.quick)
+            results = map(_judge_one, jobs)
+        for i, (arch, seed, result) in enumerate(results, 1):
+            done.setdefault(arch, {})[str(seed)] = result
+            path.write_text(json.dumps(done, indent=1) + "\n")
+            print(f"  [{i}/{len(jobs)}] seed {seed}: val {result['val']:.2f} ({result['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
     return {a: done[a] for a in archs}
 
 
@@ -218,15 +230,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="the quickstart's epoch")
     parser.add_argument("--eval-batches", type=int, default=20, help="search-val batches per accuracy")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes training the judge (0: this one)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="resamples of each tau's 95%% interval")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ranking_darts")
-    parser.add_argument("--quick", action="store_true", help="4 cells, a tiny judge, 2 supernet epochs of 5 steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="4 cells, a tiny judge in this process, 2 supernet epochs of 5 steps"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.cells, args.epochs, args.eval_at, args.steps_per_epoch, args.eval_batches = 4, 2, [1, 2], 5, 2
-        args.bootstrap = 200
+        args.bootstrap, args.workers = 200, 0
     args.out.mkdir(parents=True, exist_ok=True)
     from unas_lightning.analysis.ranking import kendall_tau
 

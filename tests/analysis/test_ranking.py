@@ -244,8 +244,8 @@ def test_ranking_study_quick_trains_supernets_and_ranks_fmnist201_cells(tmp_path
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
 def test_darts_ranking_quick_judges_cells_stand_alone_and_ranks_the_quickstart_supernet(tmp_path, capsys):
-    """benchmarks/ranking_darts.py --quick: 4 DARTS-space cells trained stand-alone (2 seeds, a tiny protocol, on
-    2 worker processes), the quickstart supernet evaluated at them after each of 2 epochs of 5 steps; a rerun
+    """benchmarks/ranking_darts.py --quick: 4 DARTS-space cells trained stand-alone (2 seeds, a tiny protocol, in
+    the test's process), the quickstart supernet evaluated at them after each of 2 epochs of 5 steps; a rerun
     takes the judge's results from judge.json instead of training again."""
     summary = benchmark("ranking_darts").main(["--quick", "--out", str(tmp_path)])
     assert len(summary["cells"]) == len(set(summary["cells"])) == 4

@@ -40,13 +40,12 @@ def test_estimator_chosen_on_the_command_line(tmp_path, class_path):
     _genotype_in(tmp_path)
 
 
-def test_example_estimator_runs_from_a_config_without_touching_the_package(tmp_path):
-    """examples/custom_estimator.py, selected by class_path in examples/custom_estimator.yaml."""
+def test_example_estimator_runs_from_a_config_without_touching_the_package(tmp_path, capsys, monkeypatch):
+    """examples/custom_estimator.py, selected by class_path in examples/custom_estimator.yaml, importable as
+    a user's module is (its folder on the path, as PYTHONPATH puts it there for a child unas-cli)."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     overlay = ROOT / "examples" / "custom_estimator.yaml"
-    args = tiny_args(tmp_path, "--config", str(overlay))
-    proc = subprocess.run(
-        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
+    proc = run_cli_here(tiny_args(tmp_path, "--config", str(overlay)), capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = next(tmp_path.rglob("config.yaml")).read_text()
     assert "custom_estimator.StraightThroughSoftmax" in config and "temperature: 0.5" in config

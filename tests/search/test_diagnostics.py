@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, subprocess_env, tiny_args, tiny_data, tiny_trainer, unas_cli
+from conftest import run_cli_here, tiny_args, tiny_data, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from unas_lightning import SearchModule
@@ -67,7 +66,7 @@ def test_diagnostics_do_not_change_the_search(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fashion_mnist_available")
-def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path):
+def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path, capsys):
     callback = {
         "class_path": "unas_lightning.callbacks.EstimatorDiagnostics",
         "init_args": {
@@ -77,9 +76,7 @@ def test_diagnostics_log_variance_and_snr_during_a_quickstart_search(tmp_path):
         },
     }
     args = tiny_args(tmp_path, f"--trainer.callbacks+={json.dumps(callback)}")
-    proc = subprocess.run(
-        [*unas_cli(), *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
+    proc = run_cli_here(args, capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
