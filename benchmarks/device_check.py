@@ -2,7 +2,7 @@
 
     python benchmarks/device_check.py --out runs/device           # on a GPU: everything, about 8 minutes
     python benchmarks/device_check.py --parts protocol,predictors --device cpu --out runs/device_cpu  # CPU proxies
-    python benchmarks/device_check.py --quick --out /tmp/dc       # CPU, toy sizes, about 2 minutes (a test runs it)
+    python benchmarks/device_check.py --quick --out /tmp/dc       # CPU, toy sizes, under a minute (a test runs it)
 
 GPU time is scarce (a lent machine, minutes at a time), so this is one prepared script with a time
 budget (``--budget``, seconds): every part gets a slice, stops sampling when its slice is spent, and

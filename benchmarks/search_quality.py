@@ -25,8 +25,8 @@ whether it collapsed to a parameter-free cell (no convolution), and its NAS-Benc
   count combined (``analysis.ranking.rank_average``, weights 1:3, the ranking study's best); it reads the
   supernet accuracies the ``rsps`` run of its seed saved (``candidates.json``) or, without one, trains
   that supernet itself;
-* ``rsps_deiso``, ``rsps_deiso_count``: the same two on a supernet warmed up de-isomorphically (the config's
-  warm-up): does a supernet that ranks better pick better?
+* ``rsps_deiso``, ``rsps_deiso_count``: the same two on a supernet warmed up de-isomorphically (the
+  ``deisomorphic`` warm-up): does a supernet that ranks better pick better?
 * ``random_equal``: random search at equal compute: as many cells as the CPU time the ``unas_gen``
   search consumed (``search_cpu_s``: processor seconds summed over its threads, so neither other jobs
   on the machine nor the thread count change it) would have trained alone, at the table's median
@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "benchmarks" / "search_quality_nb201.yaml"
 EST = "--model.init_args.estimator"
 METHODS: dict[str, tuple[str, list[str]]] = {
-    "unas_gen": ("UNAS: REBAR on L_gen (the config, warmed up on the search's own w-step)", []),
+    "unas_gen": ("UNAS: REBAR on L_gen (the study's config, warmed up on the search's own w-step)", []),
     "unas_val": ("UNAS: REBAR on L_val", ["--model.init_args.objective", "val"]),
     "unas_train": ("UNAS: REBAR on L_train", ["--model.init_args.objective", "train"]),
     "relax": ("RELAX on L_gen", [EST, "unas_lightning.estimators.Relax"]),
@@ -71,7 +71,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "indecater": ("IndeCateR", [EST, "unas_lightning.estimators.IndeCateR"]),
     "unordered_set": ("unordered set, 4 distinct cells", [EST, "unas_lightning.estimators.UnorderedSet"]),
     "snas": (
-        "Gumbel-softmax (SNAS)",
+        "Gumbel-softmax (SNAS): configs/search/nb201_fmnist.yaml's search since the sixth session",
         [EST, "unas_lightning.estimators.GumbelSoftmax", "--model.init_args.w_step_arch", "relaxed"],
     ),
     "gdas": ("straight-through Gumbel (GDAS-like)", [EST, "unas_lightning.estimators.StraightThroughGumbel"]),
@@ -106,7 +106,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ["--model.init_args.warmup_epochs", "1000"],
     ),
     "rsps_deiso": (
-        "rsps on a supernet trained de-isomorphically (the config's warm-up)",
+        "rsps on a supernet trained de-isomorphically",
         ["--model.init_args.warmup_epochs", "1000", "--model.init_args.warmup_w_step_arch", "deisomorphic"],
     ),
     "rsps_deiso_count": (
@@ -118,7 +118,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ["--model.init_args.w_optimizer.init_args.weight_decay", "5e-4"],
     ),
     "unas_gen_deiso": (
-        "UNAS on L_gen, warm-up with de-isomorphic sampling (every distinct cell equally often): the config",
+        "UNAS on L_gen, warm-up with de-isomorphic sampling (every distinct cell equally often)",
         ["--model.init_args.warmup_w_step_arch", "deisomorphic"],
     ),
     "unas_gen_lr": (
@@ -143,7 +143,7 @@ COMPARISONS = [
     ("unas_gen_lr", BASELINE), ("unas_gen", PARAMS), (PARAMS, "rsps"), ("unas_gen", "gdas"),
     ("rloo", "unas_gen"), ("rloo", BASELINE), ("rloo", "rsps"), ("rsps_count", "rsps"), ("rsps_count", PARAMS),
     ("unas_gen_deiso", "unas_gen"), ("rsps_deiso", "rsps"), ("rsps_deiso_count", "rsps_count"),
-    ("snas", "unas_gen_long"), ("unas_gen_long", "unas_gen"),
+    ("snas", "unas_gen_long"), ("unas_gen_long", "unas_gen"), ("snas", "unas_gen_deiso"),
 ]  # fmt: skip
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--quick", action="store_true", help="a smoke run: unas_gen, rsps, rsps_count, params, random_equal, 1 seed"
     )
     args = parser.parse_args(argv)
-    args.budget = []  # the config's own budget; --quick shrinks it
+    args.budget = []  # the study config's own budget; --quick shrinks it
     if args.quick:
         args.methods, args.seeds, args.rsps_cells, args.no_training = (
             f"unas_gen,rsps,rsps_count,{PARAMS},{BASELINE}",
