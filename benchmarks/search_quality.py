@@ -145,6 +145,8 @@ COMPARISONS = [
     ("unas_gen_deiso", "unas_gen"), ("rsps_deiso", "rsps"), ("rsps_deiso_count", "rsps_count"),
     ("snas", "unas_gen_long"), ("unas_gen_long", "unas_gen"), ("snas", "unas_gen_deiso"),
 ]  # fmt: skip
+#: the study config's warm-up epochs (``warmup_rankings`` names a longer one)
+STUDY_WARMUP_EPOCHS = 3
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"
 #: the methods that re-rank another's candidates with the count, and that method (both rank shared weights)
@@ -422,15 +424,16 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     """Why the searches find what they find: the supernet's ranking at the end of the one-hot warm-up (the
     cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs with the same
     warm-up counted once, runs that warm up with a relaxed or softmax w-step left out) against the parameter
-    count's on the same cells: a sentence for the uniform one-hot warm-up, and one for the de-isomorphic
-    warm-up where runs used it."""
+    count's on the same cells: a sentence for the uniform one-hot warm-up, one for the de-isomorphic warm-up
+    where runs used it, and one for each longer warm-up (``unas_gen_long``'s 8 epochs) than the study's 3."""
     from unas_lightning.analysis.fmnist201 import FMNIST201Table
     from unas_lightning.analysis.ranking import SUPERNET_COUNT_WEIGHTS, ranking_report, with_count_report
     from unas_lightning.spaces.nb201.genotype import NB201Genotype
 
     size = FMNIST201Table(table_path, train_missing=False).params_m
     seen: set[str] = set()
-    figures: dict[str, dict[str, list[float]]] = {}  # warm-up -> figure -> one value per distinct warm-up
+    # (warm-up, its epochs if not the study's 3) -> figure -> one value per distinct warm-up
+    figures: dict[tuple[str, int | None], dict[str, list[float]]] = {}
     for path in sorted(out.glob("runs/*/*/version_*/ranking.json")):
         warmup = _warmup_of(path.parent) if (path.parent / "config.yaml").is_file() else None
         evaluations = json.loads(path.read_text()).get("evaluations") or [{}]
@@ -447,19 +450,22 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
             "agree": ranking_report(first["supernet"], params)["kendall_tau"],
             "both": with_count_report(first["supernet"], params, first["truth"])["kendall_tau_with_count"],
         }
+        epochs = first.get("epoch") if first.get("epoch") not in (None, STUDY_WARMUP_EPOCHS) else None
         for name, value in values.items():
-            figures.setdefault(warmup, {}).setdefault(name, []).append(value)
+            figures.setdefault((warmup, epochs), {}).setdefault(name, []).append(value)
 
     def ms(x: list[float]) -> str:
         return f"{statistics.fmean(x):.2f} +- {statistics.stdev(x):.2f}"
 
     weights = f"{SUPERNET_COUNT_WEIGHTS[0]:g}:{SUPERNET_COUNT_WEIGHTS[1]:g}"
     lines = []
-    for warmup in ("uniform one-hot", "de-isomorphic"):
-        f = figures.get(warmup, {})
-        if len(f.get("supernet", [])) < 2:
+    order = {"uniform one-hot": 0, "de-isomorphic": 1}
+    for warmup, epochs in sorted(figures, key=lambda k: (k[1] or 0, order[k[0]])):
+        f = figures[(warmup, epochs)]
+        if len(f["supernet"]) < 2:
             continue
         what = "At the end of the warm-up" if warmup == "uniform one-hot" else "At the end of the de-isomorphic warm-up"
+        what = what.replace("warm-up", f"{epochs}-epoch warm-up") if epochs else what
         lines.append(
             f"{what} ({len(f['supernet'])} distinct warm-ups, the cells each RankingMonitor evaluated): the supernet "
             f"ranks them at Kendall tau {ms(f['supernet'])}, their parameter count at {ms(f['count'])}; the two "

@@ -170,10 +170,10 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
     truth = [table.accuracy(g) for g in cells]
     rising = [float(i) for i in range(len(cells))]  # the supernet's accuracies, in parameter-count order
 
-    def write(run: str, supernet: list[float], w_step: str, warmup: str | None) -> None:
+    def write(run: str, supernet: list[float], w_step: str, warmup: str | None, epoch: int = 3) -> None:
         folder = tmp_path / "runs" / run / "nb201_fmnist" / "version_0"
         folder.mkdir(parents=True)
-        evaluation = {"architectures": archs, "supernet": supernet, "truth": truth}
+        evaluation = {"architectures": archs, "supernet": supernet, "truth": truth, "epoch": epoch}
         (folder / "ranking.json").write_text(json.dumps({"truth": "fmnist201", "evaluations": [evaluation]}))
         model = {"init_args": {"w_step_arch": w_step, "warmup_w_step_arch": warmup}}
         (folder / "config.yaml").write_text(json.dumps({"model": model}))  # JSON is YAML
@@ -194,6 +194,12 @@ def test_search_quality_reads_the_warmup_ranking_of_each_run_against_the_paramet
         write(run, supernet, "discrete", "deisomorphic")
     first, second = bench.warmup_rankings(tmp_path).splitlines()
     assert first == line and second.startswith("At the end of the de-isomorphic warm-up (2 distinct warm-ups"), second
+    # a longer warm-up than the study's 3 epochs (unas_gen_long's 8) gets a sentence of its own, after them
+    other = [rising[2], rising[0], rising[1], *rising[3:]]
+    for run, supernet in [("unas_gen_long_0", other), ("unas_gen_long_1", other[::-1])]:
+        write(run, supernet, "discrete", None, epoch=8)
+    lines = bench.warmup_rankings(tmp_path).splitlines()
+    assert lines[:2] == [first, second] and lines[2].startswith("At the end of the 8-epoch warm-up (2 distinct"), lines
 
 
 @pytest.mark.slow
