@@ -157,6 +157,7 @@ def retrain(genotype: dict, tag: str, args, out: Path) -> dict:
             *_override("--trainer.max_epochs", args.retrain_epochs),
             *_override("--trainer.limit_train_batches", args.retrain_steps),
             *("--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0"),
+            *args.retrain_shrink,
         ]
     )
     cli.trainer.limit_test_batches = args.test_batches
@@ -235,7 +236,9 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny budgets, one search, two random cells")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: tiny budgets, one search, two random cells, a small network"
+    )
     parser.add_argument("--methods", default=",".join([*METHODS, "random"]))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--random-cells", type=int, default=16)
@@ -254,6 +257,12 @@ def main(argv: list[str] | None = None) -> None:
         args.search_epochs, args.search_steps, args.warmup_epochs = 1, 3, 0
         args.retrain_epochs, args.retrain_steps, args.test_batches, args.rank_batches = 1, 3, 2, 2
         args.w_steps = "discrete"
+    # --quick checks the script: the retrain config's network at 8 channels x 3 cells on batches of 16
+    args.retrain_shrink = (
+        ["--model.init_args.channels", "8", "--model.init_args.layers", "3", "--data.init_args.batch_size", "16"]
+        if args.quick
+        else []
+    )
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS and m != "random"]
     if unknown:
