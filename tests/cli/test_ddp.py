@@ -1,11 +1,11 @@
 """DDP the way users run it: the shipped configs with their default callbacks and the progress bar on.
 
-Each run here changes nothing but the data size (``max_train_examples``) and where it writes: the
-progress bar, the model summary, the logger, the checkpoint callback and the ``limit_*`` batches are the
-config's. Every DDP run is a real 2-process gloo job launched as ``unas-cli`` in a session of its own, so
-that a test can check that no rank outlives it (the quickstart on one process is launched the same way;
-the retrain checkpoint's one-process ``test`` runs in the test's process); pytest-timeout fails a test
-that hangs.
+Each run here changes nothing but the data size (``max_train_examples``), the number of epochs (and of
+warm-up epochs) and where it writes: the progress bar, the model summary, the logger, the checkpoint
+callback and the ``limit_*`` batches are the config's. Every DDP run is a real 2-process gloo job launched
+as ``unas-cli`` in a session of its own, so that a test can check that no rank outlives it (the quickstart on
+one process is launched the same way; the retrain checkpoint's one-process ``test`` runs in the test's
+process); pytest-timeout fails a test that hangs.
 """
 
 from __future__ import annotations
