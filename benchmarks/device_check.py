@@ -272,20 +272,17 @@ def step(args, clock: Clock) -> dict:
         if args.quick:
             with contextlib.redirect_stdout(sys.stderr):  # its table: the JSON rows are what this part keeps
                 _search_step().main(step_args)
-            out.append({"config": name, **json.loads(path.read_text())})
-            print(f"  step: {name} done", file=sys.stderr, flush=True)
-            continue
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "search_step.py"), *step_args]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=clock.timeout())
-        except subprocess.TimeoutExpired:
-            out.append({"config": name, "error": "timed out (the budget ran out)"})
-            continue
-        if proc.returncode != 0 or not path.exists():
-            out.append({"config": name, "error": proc.stderr[-1500:]})
-            continue
-        result = json.loads(path.read_text())
-        out.append({"config": name, **result})
+        else:
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "search_step.py"), *step_args]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=clock.timeout())
+            except subprocess.TimeoutExpired:
+                out.append({"config": name, "error": "timed out (the budget ran out)"})
+                continue
+            if proc.returncode != 0 or not path.exists():
+                out.append({"config": name, "error": proc.stderr[-1500:]})
+                continue
+        out.append({"config": name, **json.loads(path.read_text())})
         print(f"  step: {name} done", file=sys.stderr, flush=True)
     return {"rows": out, "skipped": skipped}
 

@@ -145,8 +145,6 @@ COMPARISONS = [
     ("unas_gen_deiso", "unas_gen"), ("rsps_deiso", "rsps"), ("rsps_deiso_count", "rsps_count"),
     ("snas", "unas_gen_long"), ("unas_gen_long", "unas_gen"), ("snas", "unas_gen_deiso"),
 ]  # fmt: skip
-#: the study config's warm-up epochs (``warmup_rankings`` names a longer one)
-STUDY_WARMUP_EPOCHS = 3
 #: the file in a ``rsps`` run folder with its candidates' supernet accuracies (what ``rsps_count`` re-ranks)
 CANDIDATES = "candidates.json"
 #: the methods that re-rank another's candidates with the count, and that method (both rank shared weights)
@@ -420,6 +418,14 @@ def _warmup_of(run: Path) -> str | None:
     return {"discrete": "uniform one-hot", "deisomorphic": "de-isomorphic"}.get(arch)
 
 
+@functools.cache
+def _study_warmup_epochs() -> int:
+    """The study config's warm-up epochs (``warmup_rankings`` names a longer one)."""
+    import yaml
+
+    return int(yaml.safe_load(CONFIG.read_text())["model"]["init_args"]["warmup_epochs"])
+
+
 def warmup_rankings(out: Path, table_path: str | None = None) -> str:
     """Why the searches find what they find: the supernet's ranking at the end of the one-hot warm-up (the
     cells each run's ``RankingMonitor`` evaluated, ``ranking.json`` in its run folder; runs with the same
@@ -450,7 +456,7 @@ def warmup_rankings(out: Path, table_path: str | None = None) -> str:
             "agree": ranking_report(first["supernet"], params)["kendall_tau"],
             "both": with_count_report(first["supernet"], params, first["truth"])["kendall_tau_with_count"],
         }
-        epochs = first.get("epoch") if first.get("epoch") not in (None, STUDY_WARMUP_EPOCHS) else None
+        epochs = first.get("epoch") if first.get("epoch") not in (None, _study_warmup_epochs()) else None
         for name, value in values.items():
             figures.setdefault((warmup, epochs), {}).setdefault(name, []).append(value)
 

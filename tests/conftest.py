@@ -246,7 +246,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- the type check, started early ----------------------------------------------------------------------
-_MYPY: tuple[subprocess.Popen | None, Path] | None = None
+_MYPY: Path | None = None  # the output file of the mypy run this process started
 
 
 def _mypy_files() -> Path | None:
@@ -273,44 +273,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _MYPY = start_mypy(shared)
 
 
-def start_mypy(out: Path | None = None) -> tuple[subprocess.Popen | None, Path]:
-    """``python -m mypy`` over the package as pyproject.toml configures it; its output goes to ``out`` (default:
-    a new temporary file) and, when ``out`` is given, its exit status to ``out`` with the suffix ``.rc``."""
+def start_mypy(out: Path | None = None) -> Path:
+    """``python -m mypy`` over the package as pyproject.toml configures it, in the background; its output goes
+    to ``out`` (default: a new temporary file) and, once it ends, its exit status to ``out`` with the suffix
+    ``.rc`` (written whole: a reader never sees half of it)."""
     import shlex
     import tempfile
 
     if out is None:
-        out = Path(tempfile.mkstemp(prefix="unas-mypy-", suffix=".txt")[1])
-        with open(out, "w") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "mypy"], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-        return proc, out
-    rc = out.with_suffix(".rc")
-    script = (
-        f"{shlex.quote(sys.executable)} -m mypy > {shlex.quote(str(out))} 2>&1; echo $? > {shlex.quote(str(rc))}.tmp"
-    )
-    subprocess.Popen(["sh", "-c", f"{script} && mv {shlex.quote(str(rc))}.tmp {shlex.quote(str(rc))}"], cwd=ROOT)
-    return None, out
+        fd, name = tempfile.mkstemp(prefix="unas-mypy-", suffix=".txt")
+        os.close(fd)
+        out = Path(name)
+    python, text, rc = (shlex.quote(str(p)) for p in (sys.executable, out, out.with_suffix(".rc")))
+    subprocess.Popen(["sh", "-c", f"{python} -m mypy > {text} 2>&1; echo $? > {rc}.tmp && mv {rc}.tmp {rc}"], cwd=ROOT)
+    return out
 
 
 def mypy_result(timeout: float = 600) -> tuple[int, str]:
-    """The exit status and output of the mypy run started at collection (or of one started now)."""
-    global _MYPY
-    shared = _mypy_files()
-    if _MYPY is None and shared is not None and os.environ.get("PYTEST_XDIST_WORKER"):
-        _MYPY = (None, shared)  # started by worker gw0 at its collection: its status file says when it is done
-    proc, out = _MYPY if _MYPY is not None else start_mypy()
-    _MYPY = None
-    if proc is not None:
-        code = proc.wait()
-    else:
-        import time
+    """The exit status and output of the mypy run started at collection (by this process or, under xdist, by
+    worker gw0), or of one started now."""
+    import time
 
-        rc, deadline = out.with_suffix(".rc"), time.monotonic() + timeout
-        while not rc.exists():
-            assert time.monotonic() < deadline, f"mypy started by worker gw0 wrote no {rc} in {timeout:.0f} s"
-            time.sleep(0.5)
-        code = int(rc.read_text())
-        rc.unlink()
+    global _MYPY
+    out = _MYPY or _mypy_files() or start_mypy()
+    _MYPY = None
+    rc, deadline = out.with_suffix(".rc"), time.monotonic() + timeout
+    while not rc.exists():
+        assert time.monotonic() < deadline, f"mypy wrote no {rc} in {timeout:.0f} s"
+        time.sleep(0.5)
+    code = int(rc.read_text())
     text = out.read_text()
+    rc.unlink()
     out.unlink()
     return code, text
