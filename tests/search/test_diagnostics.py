@@ -41,7 +41,8 @@ def test_bad_settings_are_rejected():
 def _fit(tmp_path, callbacks):
     L.seed_everything(5)
     space = DartsSpace(channels=4, layers=3)
-    module = SearchModule(space, estimator=Rebar(self_tuning=True, tune_temperature=False), warmup_epochs=0)
+    estimator = Rebar(self_tuning=True, tune_temperature=False)  # the quickstart's, with its sub-batch control variate
+    module = SearchModule(space, estimator=estimator, warmup_epochs=0, cv_examples=4)
     trainer = tiny_trainer(
         tmp_path, epochs=1, limit_train_batches=4, logger=CSVLogger(tmp_path), log_every_n_steps=1, callbacks=callbacks
     )
